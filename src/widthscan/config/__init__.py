@@ -1,0 +1,1 @@
+"""widthscan.config"""

@@ -1,0 +1,66 @@
+"""Multilayer perceptron whose hidden size is ``width``."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "tanh": torch.tanh, "silu": F.silu,
+               "linear": lambda x: x}
+
+
+class MLP(nn.Module):
+    """``depth`` linear layers: input (d_in -> width), depth-2 hidden (width -> width),
+    readout (width -> d_out). Inputs of any shape (batch, ...) are flattened.
+    """
+
+    def __init__(self, width: int, depth: int = 3, d_in: int = 10, d_out: int = 1,
+                 activation: str = "relu", bias: bool = True):
+        super().__init__()
+        if depth < 2:
+            raise ValueError(f"depth={depth}: an MLP needs depth >= 2 (input and readout)")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation={activation!r}; allowed: {sorted(ACTIVATIONS)}")
+        self.activation = activation
+        self.input = nn.Linear(d_in, width, bias=bias)
+        self.hidden = nn.ModuleList(nn.Linear(width, width, bias=bias) for _ in range(depth - 2))
+        self.readout = nn.Linear(width, d_out, bias=bias)
+
+    def layers(self) -> list[tuple[str, nn.Linear]]:
+        named = [("input", self.input)]
+        named += [(f"hidden.{i}", h) for i, h in enumerate(self.hidden)]
+        return [*named, ("readout", self.readout)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        act = ACTIVATIONS[self.activation]
+        h = x.flatten(1)
+        for name, layer in self.layers():
+            h = layer(h)
+            if name != "readout":
+                h = act(h)
+        return h
+
+    def forward_stacked(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """K members at once with batched matmuls: params[name] has shape (K, ...);
+        x is (batch, ...) shared by all members. Returns (K, batch, d_out)."""
+        act = ACTIVATIONS[self.activation]
+        h = x.flatten(1)
+        for i, (name, _) in enumerate(self.layers()):
+            w = params[f"{name}.weight"]
+            b = params.get(f"{name}.bias")
+            if i == 0:
+                h = torch.matmul(h, w.transpose(1, 2))
+                h = h if b is None else h + b.unsqueeze(1)
+            elif b is None:
+                h = torch.bmm(h, w.transpose(1, 2))
+            else:
+                h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+            if name != "readout":
+                h = act(h)
+        return h
+
+
+def mlp(width: int, depth: int = 3, d_in: int = 10, d_out: int = 1, activation: str = "relu",
+        bias: bool = True) -> MLP:
+    return MLP(width, depth, d_in, d_out, activation, bias)

@@ -1,0 +1,156 @@
+"""Read the runs of a sweep directory; tables for status displays and scalar analysis."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from widthscan.store.layout import iter_run_dirs, run_label
+from widthscan.store.probes import ProbeSeries
+from widthscan.store.run import RunStore
+from widthscan.store.scalars import KEY_COLUMNS
+
+
+class LoadWarning(UserWarning):
+    """Part of a run could not be placed in the dataset and was left out."""
+
+
+@dataclass
+class RunData:
+    """Everything read from one run directory; ``seeds`` lists member seeds in order (k -> seed)."""
+
+    param: str
+    width: int
+    store: RunStore
+    status: dict[str, Any] | None
+    seeds: list[int]
+    scalars: pd.DataFrame
+    probes: dict[str, dict[str, ProbeSeries]] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return run_label(self.param, self.width)
+
+    @property
+    def state(self) -> str:
+        return (self.status or {}).get("state", "pending")
+
+    @property
+    def diverged(self) -> dict[int, int]:
+        return (self.status or {}).get("diverged", {})
+
+
+def _safe(read: Any, what: str) -> Any:
+    try:
+        return read()
+    except ValueError as e:
+        warnings.warn(f"cannot parse {what}: {e}", LoadWarning, stacklevel=3)
+        return None
+
+
+def _member_seeds(
+    store: RunStore, status: dict[str, Any] | None, scalars: pd.DataFrame, k: int | None
+) -> list[int]:
+    config = _safe(store.read_config, store.path / "config.json")
+    for source in (status, config):
+        if source and isinstance(source.get("seeds"), list):
+            return [int(s) for s in source["seeds"]]
+    logged = sorted(int(s) for s in scalars["seed"].unique())
+    if k is None or len(logged) == k:
+        return logged
+    warnings.warn(
+        f"{store.path}: no seed list in status/config; using 0..{k - 1}", LoadWarning, stacklevel=3
+    )
+    return list(range(k))
+
+
+def read_run(param: str, width: int, path: Path, with_probes: bool) -> RunData:
+    """Status, scalars and (optionally) probes of one run; member seeds from status.json,
+    else config.json, else the logged seeds, else 0..K-1 (with a LoadWarning).
+    """
+    store = RunStore(path)
+    status = _safe(store.read_status, path / "status.json")
+    scalars = store.read_scalars()
+    probes = store.read_probes() if with_probes else {}
+    k = next((s.values.shape[1] for vs in probes.values() for s in vs.values()), None)
+    seeds = _member_seeds(store, status, scalars, k)
+    return RunData(param, width, store, status, seeds, scalars, probes)
+
+
+def read_runs(sweep_dir: str | os.PathLike[str], with_probes: bool) -> list[RunData]:
+    """Every run of a sweep, sorted by param then width; FileNotFoundError if no sweep dir."""
+    root = Path(sweep_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no sweep directory at {root}")
+    return [read_run(p, w, path, with_probes) for p, w, path in iter_run_dirs(root)]
+
+
+def metric_columns(frames: list[pd.DataFrame]) -> list[str]:
+    """Numeric columns other than step/seed, in first-seen order."""
+    names: dict[str, None] = {}
+    for df in frames:
+        for col in df.columns:
+            if col not in KEY_COLUMNS and (
+                pd.api.types.is_numeric_dtype(df[col]) or pd.api.types.is_bool_dtype(df[col])
+            ):
+                names[col] = None
+    return list(names)
+
+
+def load_scalars(sweep_dir: str | os.PathLike[str], *, mask_diverged: bool = True) -> pd.DataFrame:
+    """Long table with columns param, width, seed, step and one column per metric.
+
+    With ``mask_diverged``, metrics of a diverged member are NaN from its diverged step on.
+    """
+    runs = read_runs(sweep_dir, with_probes=False)
+    metrics = metric_columns([r.scalars for r in runs])
+    frames = []
+    for r in runs:
+        df = r.scalars.reindex(columns=[*KEY_COLUMNS, *metrics]).copy()
+        df[metrics] = df[metrics].astype("float64")
+        if mask_diverged:
+            for seed, step in r.diverged.items():
+                df.loc[(df["seed"] == seed) & (df["step"] >= step), metrics] = np.nan
+        df.insert(0, "width", np.int64(r.width))
+        df.insert(0, "param", r.param)
+        frames.append(df)
+    columns = ["param", "width", "seed", "step", *metrics]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    out = pd.concat(frames, ignore_index=True)[columns]
+    out = out.astype({"width": "int64", "seed": "int64", "step": "int64"})
+    return out.sort_values(["param", "width", "seed", "step"], kind="stable").reset_index(drop=True)
+
+
+def load_status(sweep_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """One row per run: param, width, state, step, steps, diverged ({seed: step}), seeds,
+    updated (Unix s), error (last line of error.txt or None). Runs without status.json are
+    "pending".
+    """
+    rows = []
+    for param, width, path in iter_run_dirs(sweep_dir):
+        store = RunStore(path)
+        status = _safe(store.read_status, path / "status.json") or {}
+        error = store.read_error()
+        lines = error.strip().splitlines() if error else []
+        rows.append(
+            {
+                "param": param,
+                "width": width,
+                "state": status.get("state", "pending"),
+                "step": status.get("step"),
+                "steps": status.get("steps"),
+                "diverged": status.get("diverged", {}),
+                "seeds": status.get("seeds"),
+                "updated": status.get("updated"),
+                "error": lines[-1] if lines else None,
+            }
+        )
+    columns = ["param", "width", "state", "step", "steps", "diverged", "seeds", "updated", "error"]
+    return pd.DataFrame(rows, columns=columns)

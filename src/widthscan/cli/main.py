@@ -1,24 +1,138 @@
-"""The ``widthscan`` command (thin: parses arguments, calls the API)."""
+"""widthscan: train one network family at many widths and seeds; see how consistent they are."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+EXECUTOR_CHOICES = ("local", "dask", "submitit")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="widthscan", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run the embedded default sweep end to end")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="run the embedded default sweep end to end (~3 min CPU)")
     demo.add_argument("--out", default="widthscan-demo", help="output directory")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    run = sub.add_parser("run", help="run (or resume) a sweep from a TOML file")
+    run.add_argument("config", help="sweep TOML file")
+    run.add_argument("-o", "--out", required=True, help="sweep directory")
+    run.add_argument("--executor", choices=EXECUTOR_CHOICES, help="override executor.kind")
+    run.add_argument("--workers", type=int, help="override executor.workers")
+    run.add_argument("--scheduler", help="dask scheduler address, e.g. tcp://host:8786")
+    run.add_argument("--wait", action="store_true", help="wait for another run's lock")
+    run.add_argument("--force-new", action="store_true",
+                     help="move a previous sweep with another config aside and start over")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    status = sub.add_parser("status", help="table of runs: state, step, last loss, divergence")
+    status.add_argument("dir", help="sweep directory")
+
+    report = sub.add_parser("report", help="write DIR/report.html and DIR/figures/")
+    report.add_argument("dir", help="sweep directory")
+
+    config = sub.add_parser("config", help="print or check sweep configs")
+    group = config.add_mutually_exclusive_group(required=True)
+    group.add_argument("--example", action="store_true", help="print a commented example")
+    group.add_argument("--check", metavar="FILE", help="validate a sweep TOML file")
     return parser
+
+
+def _run(config_text: str | None, config_path: str | None, out: str, args) -> int:
+    from widthscan.sweep import Sweep
+
+    sweep = Sweep.from_toml(config_path) if config_path else Sweep.from_string(config_text)
+    result = sweep.run(out, executor=getattr(args, "executor", None),
+                       workers=getattr(args, "workers", None),
+                       scheduler=getattr(args, "scheduler", None),
+                       wait=getattr(args, "wait", False),
+                       force_new=getattr(args, "force_new", False),
+                       progress=False if args.quiet else None)
+    _print_status(out)
+    _print_final(out)
+    if not result.ok:
+        print(f"\n{len(result.failed)} run(s) failed: {', '.join(result.failed)} "
+              f"(tracebacks in each run's error.txt)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_status(out: str) -> None:
+    from widthscan.sweep.status import status_table
+
+    table = status_table(out)
+    print(table.to_string(index=False) if len(table) else f"{out}: no runs yet")
+
+
+def _print_final(out: str) -> None:
+    import warnings
+
+    from widthscan.analysis.summary import final_loss
+    from widthscan.store import load
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = load(out)
+    if "loss" not in ds:
+        return
+    table = final_loss(ds)
+    wide = table.assign(cell=[f"{m:.4g} ± {s:.2g}" for m, s in zip(table["loss"], table["std"])])
+    print("\nfinal training loss (mean ± std over seeds, last 5% of steps):")
+    print(wide.pivot(index="width", columns="param", values="cell").to_string())
+
+
+def _report(out: str) -> int:
+    try:
+        from widthscan.report import report
+    except ImportError:
+        report = None
+    if report is None:
+        _print_status(out)
+        _print_final(out)
+        return 0
+    path = report(out, Path(out) / "report.html")
+    print(f"report: {path}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "demo":
-        print("widthscan demo: not yet (the sweep runner lands with the sweeps issue)")
-        return 0
+    from widthscan.config import ConfigError
+    from widthscan.store import SweepLockedError
+
+    try:
+        if args.command == "demo":
+            from widthscan.sweep.demo import DEMO_TOML
+
+            code = _run(DEMO_TOML, None, args.out, args)
+            if code == 0:
+                code = _report(args.out)
+            return code
+        if args.command == "run":
+            return _run(None, args.config, args.out, args)
+        if args.command == "status":
+            if not Path(args.dir, "runs").is_dir():
+                print(f"{args.dir}: not a sweep directory (no runs/)", file=sys.stderr)
+                return 2
+            _print_status(args.dir)
+            return 0
+        if args.command == "report":
+            return _report(args.dir)
+        if args.command == "config":
+            from widthscan.config import EXAMPLE, load_config
+
+            if args.example:
+                print(EXAMPLE, end="")
+            else:
+                load_config(args.check)
+                print(f"{args.check}: valid")
+            return 0
+    except (ConfigError, SweepLockedError) as err:
+        print(f"widthscan: {err}", file=sys.stderr)
+        return 2
     return 2
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -41,24 +43,43 @@ class MLP(nn.Module):
                 h = act(h)
         return h
 
-    def forward_stacked(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    def forward_stacked(self, params: dict[str, torch.Tensor], x: torch.Tensor,
+                        linear: Callable | None = None) -> torch.Tensor:
         """K members at once with batched matmuls: params[name] has shape (K, ...);
-        x is (batch, ...) shared by all members. Returns (K, batch, d_out)."""
+        x is (batch, ...) shared by all members. Returns (K, batch, d_out).
+
+        Activations are kept feature-major, (K, features, batch), so each layer is
+        ``W @ h`` and autograd's weight gradient ``g @ h^T`` comes out of one batched
+        matmul already in the weight's (K, out, in) layout (``h @ W^T`` would give it
+        transposed, and a transposing copy per step). The input layer, whose x is
+        shared, is a single GEMM over all K * width units. The result is a
+        (K, batch, d_out) view of the feature-major readout.
+
+        ``linear(name, weight, bias, h)``, if given, may compute a layer instead: ``h`` is
+        (d_in, batch) for the input layer, else (K, in, batch); it returns (K, out, batch),
+        or None for the default. ``ws.Ensemble.step`` passes one that writes the large
+        weights' gradients into persistent buffers.
+        """
         act = ACTIVATIONS[self.activation]
-        h = x.flatten(1)
+        h = x.flatten(1).t()
         for i, (name, _) in enumerate(self.layers()):
             w = params[f"{name}.weight"]
             b = params.get(f"{name}.bias")
-            if i == 0:
-                h = torch.matmul(h, w.transpose(1, 2))
-                h = h if b is None else h + b.unsqueeze(1)
+            out = None if linear is None else linear(name, w, b, h)
+            if out is not None:
+                h = out
+            elif i == 0:
+                k, n_out, n_in = w.shape
+                w = w.reshape(k * n_out, n_in)
+                h = torch.mm(w, h) if b is None else torch.addmm(b.reshape(-1, 1), w, h)
+                h = h.view(k, n_out, -1)
             elif b is None:
-                h = torch.bmm(h, w.transpose(1, 2))
+                h = torch.bmm(w, h)
             else:
-                h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+                h = torch.baddbmm(b.unsqueeze(-1), w, h)
             if name != "readout":
                 h = act(h)
-        return h
+        return h.transpose(1, 2)
 
 
 def mlp(width: int, depth: int = 3, d_in: int = 10, d_out: int = 1, activation: str = "relu",

@@ -31,20 +31,23 @@ def register(name: str, family: Callable[..., nn.Module]) -> None:
     _FAMILIES[name] = family
 
 
-def factory(name: str, **options) -> Factory:
-    """A ``width -> nn.Module`` factory for a registered family or ``"package.module:function"``.
-
-    Options are bound now and checked by building the model at width 8 on the meta device.
-    """
+def family(name: str) -> Callable[..., nn.Module]:
+    """The family function registered as ``name``, or imported from ``"package.module:function"``."""
     if ":" in name:
         mod_name, _, fn_name = name.partition(":")
         try:
-            family = getattr(importlib.import_module(mod_name), fn_name)
+            return getattr(importlib.import_module(mod_name), fn_name)
         except (ImportError, AttributeError) as err:
             raise ValueError(f"model={name!r}: cannot import {fn_name!r} from {mod_name!r} "
                              f"({err})") from err
-    elif name in _FAMILIES:
-        family = _FAMILIES[name]
-    else:
+    if name not in _FAMILIES:
         raise ValueError(f"model={name!r} is unknown; allowed: {names()} or 'module:function'")
-    return functools.partial(family, **options)
+    return _FAMILIES[name]
+
+
+def factory(name: str, **options) -> Factory:
+    """A ``width -> nn.Module`` factory for a registered family or ``"package.module:function"``.
+
+    Options are bound now, not checked; build the model to check them.
+    """
+    return functools.partial(family(name), **options)

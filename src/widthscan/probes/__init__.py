@@ -1,1 +1,43 @@
-"""widthscan.probes"""
+"""Measurements on a model state: outputs, representations, sharpness and the eNTK.
+
+Every probe is a pure function of (model, data) returning ``dict[str, Measurement]``
+(see ``docs/data-model.md`` for variable names and dims). Pass a ``ws.Ensemble`` to
+get values with a leading member axis K, or a ``ws.Parametrized`` to get the same
+values without it. Probes never write files, never touch the global RNG and never
+change parameters.
+
+    import widthscan as ws
+    ws.probes.logits(ens, x)["logits"].values          # (K, P, C)
+    ws.probes.sharpness(ens, xb, yb, k=2)["sharpness"]  # (K, 2), Lanczos on HVPs
+    ws.probes.entk(ens, x)["entk"]                      # (K, P, P)
+    suite = ws.probes.ProbeSuite({"loss": {}, "sharpness": {"k": 1}}, total_steps=1000)
+    suite.due(step); suite.measure(suite.due(step), ens, step, xp, yp, xb, yb)
+"""
+
+from widthscan.probes.features import attention, kernels, preactivations
+from widthscan.probes.hessian import Eigenpairs, eigenpairs, lanczos, sharpness
+from widthscan.probes.members import Members, members
+from widthscan.probes.ntk import entk
+from widthscan.probes.outputs import logits, loss
+from widthscan.probes.schedule import schedule_steps
+from widthscan.probes.suite import DEFAULT_PROBES, DEFAULTS, ProbeSuite, names
+
+__all__ = [
+    "DEFAULTS",
+    "DEFAULT_PROBES",
+    "Eigenpairs",
+    "Members",
+    "ProbeSuite",
+    "attention",
+    "eigenpairs",
+    "entk",
+    "kernels",
+    "lanczos",
+    "logits",
+    "loss",
+    "members",
+    "names",
+    "preactivations",
+    "schedule_steps",
+    "sharpness",
+]

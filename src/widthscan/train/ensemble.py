@@ -16,20 +16,80 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from widthscan.models.mlp import MLP
 from widthscan.parametrization import Parametrized, param_groups, parametrize, scale_params
 from widthscan.train.losses import member_losses
 from widthscan.train.schedules import make_schedule
 
 PRECISIONS = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.float32}
 STACKING = ("auto", "vmap", "batched")
+_IN_PLACE_BYTES = 4 << 20  # stacked weights from this size keep persistent gradient buffers
+
+
+def _fused(groups: list[dict]) -> dict:
+    """``fused=True`` where torch has a fused kernel for every leaf (CPU and CUDA, float
+    dtypes): one pass over each stacked leaf instead of one per elementwise op."""
+    params = [p for g in groups for p in g["params"]]
+    ok = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return {"fused": True} if params and ok else {}
 
 
 def _optimizer(name: str, groups: list[dict], lr: float, momentum: float, nesterov: bool,
                betas: tuple[float, float], eps: float) -> torch.optim.Optimizer:
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov,
+                               **_fused(groups))
     cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
-    return cls(groups, lr=lr, betas=betas, eps=eps)
+    return cls(groups, lr=lr, betas=betas, eps=eps, **_fused(groups))
+
+
+class _LinearGradInto(torch.autograd.Function):
+    """One stacked layer ``alpha * (W @ h) + b`` of ``MLP.forward_stacked`` (h feature-major:
+    (K, in, batch), or (in, batch) for the input shared by all members) whose backward
+    writes dL/dW into the buffer ``grad`` and gives autograd no gradient for W.
+
+    A fresh (K, out, in) gradient every step is costly on CPU: glibc serves blocks over
+    32 MiB with new mmaps, so each step would page-fault the whole gradient in and unmap
+    it at ``zero_grad`` (about a fifth of a step at width 1024, K=8). Writing into the
+    same buffer avoids both. ``alpha`` (the weight's multiplier) is folded into the GEMM
+    and into the small output gradient, never applied to a weight-sized tensor.
+    """
+
+    @staticmethod
+    def forward(ctx, h, w, b, alpha, grad):
+        ctx.save_for_backward(h, w)
+        ctx.alpha, ctx.grad = alpha, grad
+        k, n_out, n_in = w.shape
+        if h.dim() == 2:
+            w2 = w.reshape(k * n_out, n_in)
+            if b is not None:
+                return torch.addmm(b.reshape(-1, 1), w2, h, alpha=alpha).view(k, n_out, -1)
+            out = torch.mm(w2, h).view(k, n_out, -1)
+        elif b is not None:
+            return torch.baddbmm(b.unsqueeze(-1), w, h, alpha=alpha)
+        else:
+            out = torch.bmm(w, h)
+        return out if alpha == 1.0 else out.mul_(alpha)
+
+    @staticmethod
+    def backward(ctx, g):
+        h, w = ctx.saved_tensors
+        grad, ctx.grad = ctx.grad, None
+        gs = g if ctx.alpha == 1.0 else g * ctx.alpha
+        k, n_out, n_in = w.shape
+        grad_h = grad_b = None
+        if h.dim() == 2:
+            gs = gs.reshape(k * n_out, -1)
+            torch.mm(gs, h.t(), out=grad.view(k * n_out, n_in))
+            if ctx.needs_input_grad[0]:
+                grad_h = torch.mm(w.reshape(k * n_out, n_in).t(), gs)
+        else:
+            torch.bmm(gs, h.transpose(1, 2), out=grad)
+            if ctx.needs_input_grad[0]:
+                grad_h = torch.bmm(w.transpose(1, 2), gs)
+        if ctx.needs_input_grad[2]:
+            grad_b = g.sum(-1)
+        return grad_h, None, grad_b, None, None
 
 
 class Ensemble:
@@ -143,6 +203,49 @@ class Ensemble:
         with self._autocast():
             return member_losses(self.apply(self.params, x), y, self.loss)
 
+    def _in_place_weights(self) -> set[str]:
+        """Weights that ``step`` routes through ``_LinearGradInto``: those of our MLP of
+        at least ``_IN_PLACE_BYTES`` (smaller gradients are cheap to allocate, and plain
+        autograd has less per-layer overhead), in float32/float64."""
+        if (self.stacking != "batched" or self.precision == "bfloat16"
+                or type(self.net).forward_stacked is not MLP.forward_stacked):
+            return set()
+        names = (f"{name}.weight" for name, _ in self.net.layers())
+        return {n for n in names
+                if self.params[n].numel() * self.params[n].element_size() >= _IN_PLACE_BYTES}
+
+    def _step_losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``losses(x, y)`` for ``step``, gradients reset: large MLP weights go through
+        ``_LinearGradInto`` (their gradients overwrite persistent ``.grad`` buffers),
+        every other leaf starts from ``.grad = None`` as after ``zero_grad``."""
+        routed = self._in_place_weights()
+        if not routed:
+            self.optimizer.zero_grad(set_to_none=True)
+            return self.losses(x, y)
+        mult = self.multipliers
+        buffers: dict[str, torch.Tensor] = self.__dict__.setdefault("_grad_buffers", {})
+        params = {}
+        for n, p in self.params.items():
+            if n in routed:
+                buf = buffers.get(n)
+                if buf is None or buf.shape != p.shape or buf.dtype != p.dtype:
+                    buf = buffers[n] = torch.zeros_like(p, memory_format=torch.contiguous_format)
+                p.grad = buf
+                params[n] = p  # raw: the multiplier goes into the GEMM
+            else:
+                p.grad = None
+                params[n] = p if mult[n] == 1.0 else p * mult[n]
+
+        def linear(name: str, w: torch.Tensor, b: torch.Tensor | None, h: torch.Tensor):
+            n = f"{name}.weight"
+            if n not in routed:
+                return None
+            return _LinearGradInto.apply(h, w, b, mult[n], buffers[n])
+
+        if x.is_floating_point() and x.dtype != self.dtype:
+            x = x.to(self.dtype)
+        return member_losses(self.net.forward_stacked(params, x, linear=linear), y, self.loss)
+
     @property
     def diverged(self) -> torch.Tensor:
         """Boolean mask (K,) of diverged members."""
@@ -167,12 +270,13 @@ class Ensemble:
         factor = self.schedule(self.step_count)
         for g in self.optimizer.param_groups:
             g["lr"] = g["base_lr"] * factor
-        self.optimizer.zero_grad(set_to_none=True)
-        losses = self.losses(x, y)
+        losses = self._step_losses(x, y)
         finite = torch.isfinite(losses.detach())
-        newly = [k for k in range(self.k) if self.diverged_at[k] is None and not finite[k]]
-        if newly:
-            self._freeze(newly)
+        if not finite.all():  # one reduction and one sync; the per-member scan only when needed
+            ok = finite.tolist()
+            newly = [k for k in range(self.k) if self.diverged_at[k] is None and not ok[k]]
+            if newly:
+                self._freeze(newly)
         if self._frozen:
             mask = self.diverged
             losses = losses.masked_fill(mask, 0.0)

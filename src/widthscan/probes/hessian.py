@@ -1,0 +1,297 @@
+"""Top Hessian eigenvalues of the training loss, all members at once.
+
+The ensemble loss is the sum of the members' losses, each a function of its own raw
+parameters only, so its Hessian is block-diagonal: one Hessian-vector product on a
+stacked vector (K, n) gives every member's H_k v_k. K Lanczos recurrences with full
+reorthogonalization run side by side on these products, each with its own
+tridiagonal matrix and convergence test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.func import grad, jvp
+
+from widthscan.measurement import Measurement
+from widthscan.probes.members import Members, members, public
+from widthscan.train.losses import member_losses
+
+HVP_MODES = ("rev-rev", "fwd-rev")
+WARM_MIX = 0.01
+
+
+class Flat:
+    """Flattening of stacked parameter dicts name -> (K, ...) to (K, n) and back."""
+
+    def __init__(self, params: Mapping[str, torch.Tensor]):
+        self.names = list(params)
+        self.shapes = [tuple(p.shape[1:]) for p in params.values()]
+        self.sizes = [p[0].numel() for p in params.values()]
+        self.n = sum(self.sizes)
+
+    def flatten(self, tensors: Mapping[str, torch.Tensor] | list[torch.Tensor]) -> torch.Tensor:
+        parts = tensors.values() if isinstance(tensors, Mapping) else tensors
+        return torch.cat([t.reshape(t.shape[0], -1) for t in parts], 1)
+
+    def unflatten(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
+        parts = torch.split(v, self.sizes, dim=1)
+        return {n: t.reshape(v.shape[0], *s) for n, t, s in zip(self.names, parts, self.shapes)}
+
+
+def member_loss_fn(m: Members, x: torch.Tensor, y: torch.Tensor, loss: str
+                   ) -> Callable[[Mapping[str, torch.Tensor]], torch.Tensor]:
+    """params (name -> (K, ...)) -> per-member mean loss (K,) on the batch (x, y)."""
+    x = m.prepare(x)
+    y = torch.as_tensor(y).to(m.device)
+    if loss == "mse" and y.is_floating_point():
+        y = y.to(m.dtype)
+
+    def fn(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return member_losses(m.apply(params, x), y, loss)
+
+    return fn
+
+
+def make_hvp(m: Members, loss_fn: Callable[[Mapping[str, torch.Tensor]], torch.Tensor],
+             mode: str = "rev-rev") -> Callable[[torch.Tensor], torch.Tensor]:
+    """A map (K, n) -> (K, n) of stacked vectors to the members' Hessian-vector products.
+
+    ``rev-rev`` differentiates the gradient graph, built once, again for each vector
+    (fastest on CPU; memory of one double-backward graph). ``fwd-rev`` takes the
+    forward-mode derivative (``jvp``) of ``torch.func.grad`` per vector.
+    """
+    if mode not in HVP_MODES:
+        raise ValueError(f"hvp={mode!r}; allowed: {HVP_MODES}")
+    flat = Flat(m.params)
+    if mode == "fwd-rev":
+        params = {n: p.detach() for n, p in m.params.items()}
+        g = grad(lambda ps: loss_fn(ps).sum())
+
+        def fwd_rev(v: torch.Tensor) -> torch.Tensor:
+            return flat.flatten(jvp(g, (params,), (flat.unflatten(v),))[1])
+
+        return fwd_rev
+
+    leaves = {n: p.detach().requires_grad_(True) for n, p in m.params.items()}
+    with torch.enable_grad():
+        total = loss_fn(leaves).sum()
+        grads = torch.autograd.grad(total, list(leaves.values()), create_graph=True,
+                                    allow_unused=True)
+    live = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+    inputs = list(leaves.values())
+
+    def rev_rev(v: torch.Tensor) -> torch.Tensor:
+        parts = torch.split(v, flat.sizes, dim=1)
+        vs = [parts[i].reshape(grads[i].shape) for i in live]
+        with torch.enable_grad():
+            hv = torch.autograd.grad([grads[i] for i in live], inputs, grad_outputs=vs,
+                                     retain_graph=True, allow_unused=True)
+        return flat.flatten([torch.zeros_like(p) if h is None else h
+                             for h, p in zip(hv, inputs)])
+
+    return rev_rev
+
+
+@dataclass
+class Eigenpairs:
+    """Top-k algebraic eigenpairs of each member's Hessian.
+
+    values (K, k) float64, descending; vectors (K, k, n) unit Ritz vectors in the
+    flattened raw-parameter space (``Flat`` order); residuals (K, k) float64 relative
+    residual norms ||H v - theta v|| / |theta| (an eigenvalue lies within
+    residual * |theta| of theta); hvps (K,) int64 Hessian-vector products each member
+    needed; converged (K,) bool. Non-finite Hessians give NaN values.
+    """
+
+    values: torch.Tensor
+    vectors: torch.Tensor
+    residuals: torch.Tensor
+    hvps: torch.Tensor
+    converged: torch.Tensor
+
+
+def random_direction(n: int, seed: int, salt: int, dtype: torch.dtype,
+                     device: torch.device) -> torch.Tensor:
+    """A unit vector (n,) drawn from its own generator: the same for every member and K,
+    and independent of the global RNG."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + salt)
+    r = torch.randn(n, generator=gen, dtype=torch.float64)
+    return (r / r.norm()).to(dtype=dtype, device=device)
+
+
+def _orthogonalize(w: torch.Tensor, basis: torch.Tensor, passes: int = 2) -> torch.Tensor:
+    """w (K, n) minus its projections on the orthonormal rows of basis (K, j, n)."""
+    w = w.clone()
+    for b, v in zip(basis, w):
+        for _ in range(passes):
+            v.addmv_(b.T, b.mv(v), alpha=-1.0)
+    return w
+
+
+def _tridiagonal(alphas: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
+    """(K, j, j) symmetric tridiagonal from alphas (K, j) and betas (K, j - 1)."""
+    t = torch.diag_embed(alphas)
+    if betas.shape[1]:
+        t = t + torch.diag_embed(betas, 1) + torch.diag_embed(betas, -1)
+    return t
+
+
+def lanczos(hvp: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor, k: int = 1,
+            tol: float = 1e-3, max_iter: int = 100, seed: int = 0) -> Eigenpairs:
+    """K Lanczos recurrences with full reorthogonalization on a batched symmetric map.
+
+    hvp: (K, n) -> (K, n), row k depending only on row k. v0 (K, n): start vectors.
+    A member stops when its top-k Ritz pairs all have residual norms
+    ||H y - theta y|| <= tol * |theta| (or its Krylov space is exhausted); its results
+    are frozen then while the others go on. At most ``max_iter`` products each. An
+    invariant subspace found early (breakdown) continues from a fresh random direction
+    orthogonal to the basis. Memory: the basis, max_iter * K * n numbers.
+    """
+    if k < 1:
+        raise ValueError(f"k={k} must be >= 1")
+    kk, n = v0.shape
+    dtype, device = v0.dtype, v0.device
+    f64 = dict(dtype=torch.float64, device=device)
+    eps = torch.finfo(dtype).eps
+    steps = max(1, min(int(max_iter), n))
+    k = min(k, n)
+    values = torch.full((kk, k), float("nan"), **f64)
+    residuals = torch.full((kk, k), float("nan"), **f64)
+    vectors = torch.zeros(kk, k, n, dtype=dtype, device=device)
+    hvps = torch.zeros(kk, dtype=torch.int64, device=device)
+    done = torch.zeros(kk, dtype=torch.bool, device=device)
+    converged = torch.zeros(kk, dtype=torch.bool, device=device)
+    alphas = torch.zeros(kk, steps, **f64)
+    betas = torch.zeros(kk, steps, **f64)
+
+    tiny = torch.finfo(dtype).tiny
+    q = v0 / v0.norm(dim=1, keepdim=True).clamp_min(tiny)
+    bad = ~torch.isfinite(q).all(1) | (v0.norm(dim=1) == 0)
+    if bad.any():
+        q[bad] = random_direction(n, seed, -1, dtype, device)
+    basis = torch.empty(kk, min(steps, 16), n, dtype=dtype, device=device)
+    for j in range(steps):
+        if j == basis.shape[1]:
+            grown = torch.empty(kk, min(steps, 2 * j), n, dtype=dtype, device=device)
+            grown[:, :j] = basis
+            basis = grown
+        basis[:, j] = q
+        w = hvp(q).clone()
+        hvps += (~done).long()
+        a = torch.linalg.vecdot(q, w)
+        w.addcmul_(q, a.unsqueeze(1), value=-1.0)
+        if j:
+            w.addcmul_(basis[:, j - 1], betas[:, j - 1].to(dtype).unsqueeze(1), value=-1.0)
+        w = _orthogonalize(w, basis[:, : j + 1])
+        b = w.norm(dim=1).double()
+        broken = ~(torch.isfinite(a) & torch.isfinite(b)) & ~done
+        if broken.any():
+            done |= broken
+        if done.any():
+            w = torch.where(done.unsqueeze(1), torch.zeros_like(w), w)
+            a = torch.where(done, torch.zeros_like(a), a)
+            b = torch.where(done, torch.zeros_like(b), b)
+        alphas[:, j] = a.double()
+        theta, s = torch.linalg.eigh(_tridiagonal(alphas[:, : j + 1], betas[:, :j]))
+        top = min(k, j + 1)
+        top_theta = theta[:, -top:].flip(-1)
+        top_s = s[:, :, -top:].flip(-1)
+        res = b.unsqueeze(1) * top_s[:, -1, :].abs()
+        norm_est = theta.abs().amax(1, keepdim=True)
+        scale = torch.maximum(top_theta.abs(), eps * norm_est)
+        ok = (res <= tol * scale).all(1) & (j + 1 >= k)
+        ok |= torch.full_like(ok, j + 1 == n)
+        new = ~done & (ok | torch.full_like(ok, j + 1 == steps))
+        if new.any():
+            idx = torch.nonzero(new).flatten()
+            vecs = torch.stack([top_s[i].T.to(dtype) @ basis[i, : j + 1] for i in idx.tolist()])
+            values[idx, :top] = top_theta[idx]
+            residuals[idx, :top] = (res[idx] / top_theta[idx].abs()).nan_to_num(
+                nan=0.0, posinf=float("inf"))
+            vectors[idx, :top] = vecs
+            converged[idx] = ok[idx]
+            done |= new
+        if bool(done.all()):
+            break
+        breakdown = (b <= 1e-10 * norm_est[:, 0].clamp_min(eps)) & ~done
+        q = w.div_(b.to(dtype).clamp_min(tiny).unsqueeze(1))
+        if breakdown.any():
+            r = random_direction(n, seed, j, dtype, device).expand(kk, n)
+            r = _orthogonalize(r, basis[:, : j + 1])
+            r = r / r.norm(dim=1, keepdim=True).clamp_min(tiny)
+            q = torch.where(breakdown.unsqueeze(1), r, q)
+            b = torch.where(breakdown, torch.zeros_like(b), b)
+        betas[:, j] = b
+    return Eigenpairs(values, vectors, residuals, hvps, converged)
+
+
+def start_vectors(m: Members, v0: torch.Tensor | None, seed: int = 0) -> torch.Tensor:
+    """Lanczos start (K, n): the sum of given vectors v0 ((K, n), (K, j, n); without K for
+    a Parametrized) mixed with a small shared random direction, or that direction alone."""
+    n = m.flat_size()
+    r = random_direction(n, seed, -1, m.dtype, m.device).expand(m.k, n)
+    if v0 is None:
+        return r.clone()
+    v = torch.as_tensor(v0).to(dtype=m.dtype, device=m.device)
+    if not m.stacked or v.ndim == 1:
+        v = v.unsqueeze(0)
+    if v.ndim == 3:
+        v = v.sum(1)
+    if v.shape != (m.k, n):
+        raise ValueError(f"v0 of shape {tuple(v0.shape)} for {m.k} members of {n} parameters")
+    norm = v.norm(dim=1, keepdim=True)
+    ok = torch.isfinite(v).all(1, keepdim=True) & (norm > 0)
+    u = torch.where(ok, v / norm.clamp_min(torch.finfo(m.dtype).tiny), torch.zeros_like(v))
+    return u + WARM_MIX * r
+
+
+def eigenpairs(model: Any, x: torch.Tensor, y: torch.Tensor, loss: str | None = None,
+               k: int = 1, tol: float = 1e-3, max_iter: int = 100, hvp: str = "rev-rev",
+               v0: torch.Tensor | None = None, seed: int = 0) -> Eigenpairs:
+    """Top-k algebraic eigenpairs of each member's training-loss Hessian w.r.t. its raw
+    parameters on the batch (x, y); see :func:`lanczos` and :func:`start_vectors`.
+
+    Takes a Parametrized, an Ensemble or Members; the result keeps the member axis
+    (K = 1 for a Parametrized). ``vectors`` can warm-start the next call as ``v0``.
+    """
+    m = members(model)
+    name = loss or m.loss
+    if name is None:
+        raise ValueError("pass loss='mse' or 'ce': a Parametrized does not know its loss")
+    product = make_hvp(m, member_loss_fn(m, x, y, name), hvp)
+    with torch.no_grad():
+        return lanczos(product, start_vectors(m, v0, seed), k, tol, max_iter, seed)
+
+
+def sharpness_measurements(m: Members, pairs: Eigenpairs) -> dict[str, Measurement]:
+    """``sharpness`` (K, k), ``sharpness_residual`` (K, k), ``sharpness_hvps`` (K,)."""
+    return {
+        "sharpness": m.finish(("eigen",), pairs.values),
+        "sharpness_residual": m.finish(("eigen",), pairs.residuals),
+        "sharpness_hvps": m.finish((), pairs.hvps),
+    }
+
+
+def sharpness(model: Any, x: torch.Tensor, y: torch.Tensor, loss: str | None = None,
+              k: int = 1, tol: float = 1e-3, max_iter: int = 100, hvp: str = "rev-rev",
+              v0: torch.Tensor | None = None) -> dict[str, Measurement]:
+    """Top-k largest algebraic eigenvalues of the training-loss Hessian (raw parameters).
+
+    Lanczos with full reorthogonalization on Hessian-vector products of the batch
+    (x, y), all members at once; ``loss`` defaults to the ensemble's ("mse" | "ce"; a
+    Parametrized needs it). ``tol`` bounds each Ritz pair's relative residual (so each
+    eigenvalue is accurate to at least ``tol`` relative, usually far better);
+    ``max_iter`` caps HVPs per member; ``v0`` warm-starts (e.g. previous eigenvectors,
+    see :func:`eigenpairs`). ``hvp`` is "rev-rev" (default) or "fwd-rev".
+
+    Returns ``sharpness`` (K, k) in loss units per parameter^2 with dims ("eigen",)
+    (0 = largest), ``sharpness_residual`` (K, k) relative residuals and
+    ``sharpness_hvps`` (K,) int64, dims (); no K axis for a Parametrized.
+    """
+    m = members(model)
+    pairs = eigenpairs(m, x, y, loss, k, tol, max_iter, hvp, v0)
+    return public(m, sharpness_measurements(m, pairs))

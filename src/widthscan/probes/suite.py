@@ -1,0 +1,200 @@
+"""``ProbeSuite``: which probes run at which steps, with the state they carry across steps.
+
+The trainer asks ``due(step)`` and, when the list is not empty, calls ``measure`` with
+the ensemble, the fixed probe set and the fixed sharpness batch. The suite keeps the
+preactivation bin edges of its first measurement and the Hessian eigenvectors of the
+last sharpness measurement (Lanczos warm start); ``state_dict`` / ``load_state_dict``
+carry them through a checkpoint so that a resumed run measures the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from widthscan.measurement import Measurement
+from widthscan.probes.features import (
+    measure_attention,
+    measure_kernels,
+    measure_preactivations,
+    preact_layers,
+)
+from widthscan.probes.hessian import eigenpairs, sharpness_measurements
+from widthscan.probes.members import members
+from widthscan.probes.ntk import measure_entk
+from widthscan.probes.outputs import forward, measure_logits, measure_loss
+from widthscan.probes.schedule import schedule_steps
+
+SCHEDULE_KEYS = ("n_log", "n_linear", "first", "every", "steps")
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "loss": {"n_log": 30, "n_linear": 11, "chunk": None},
+    "logits": {"n_log": 30, "n_linear": 11, "n_examples": None, "n_full": 32, "chunk": None},
+    "kernels": {"n_log": 8, "n_linear": 5, "layers": None, "n_examples": 128, "pool": "mean"},
+    "preactivations": {"n_log": 8, "n_linear": 5, "layers": None, "n_examples": 128,
+                       "bins": 50, "range_std": 5.0},
+    "attention": {"n_log": 8, "n_linear": 5, "example": 0},
+    "sharpness": {"n_log": 5, "n_linear": 3, "k": 1, "tol": 1e-3, "max_iter": 100,
+                  "hvp": "rev-rev", "batch_size": None},
+    "entk": {"n_log": 4, "n_linear": 3, "n_examples": 64, "trace": True, "chunk": None,
+             "method": "auto"},
+}
+DEFAULT_PROBES = ("loss", "logits", "kernels", "preactivations", "sharpness", "entk")
+
+
+def names() -> list[str]:
+    """Probe names a suite accepts, in the order it runs them."""
+    return list(DEFAULTS)
+
+
+def _check_name(name: str) -> None:
+    if name not in DEFAULTS:
+        raise ValueError(f"unknown probe {name!r}; allowed: {names()}")
+
+
+def _options(name: str, given: Mapping[str, Any] | None) -> dict[str, Any]:
+    _check_name(name)
+    opts = {"first": 0, "every": None, "steps": None, **DEFAULTS[name]}
+    given = dict(given or {})
+    for key, value in given.items():
+        if key not in opts:
+            raise ValueError(f"probe {name!r} has no option {key!r}; allowed: {sorted(opts)}")
+        opts[key] = value
+    if given.get("every") or given.get("steps") is not None:
+        for key in ("n_log", "n_linear"):
+            opts[key] = given.get(key, 0)
+    return opts
+
+
+def _head(x: torch.Tensor | None, n: int | None) -> torch.Tensor | None:
+    return x if x is None or n is None else x[:n]
+
+
+class ProbeSuite:
+    """Probes with options and schedules for one run of ``total_steps`` updates.
+
+    probes: name -> options (or a list of names for the defaults; None for
+    ``DEFAULT_PROBES``). Every probe takes the schedule options n_log, n_linear, first,
+    every, steps (see :func:`schedule_steps`; giving ``every`` or ``steps`` turns the
+    default log and linear grids off unless n_log / n_linear are given too); the rest
+    are in ``DEFAULTS``:
+    ``n_examples`` (use the first n probe examples), ``layers``, ``bins``,
+    ``range_std``, ``pool``, ``k``, ``tol``, ``max_iter``, ``hvp``, ``batch_size``
+    (first examples of the sharpness batch), ``trace``, ``chunk``, ``method``,
+    ``example`` (which probe sequence the attention probe reads), ``n_full``.
+    """
+
+    def __init__(self, probes: Mapping[str, Mapping[str, Any] | None] | Iterable[str] | None
+                 = None, total_steps: int = 0):
+        if probes is None:
+            probes = DEFAULT_PROBES
+        if not isinstance(probes, Mapping):
+            probes = {name: None for name in probes}
+        self.total_steps = int(total_steps)
+        self.options = {name: _options(name, opts) for name, opts in probes.items()}
+        self.options = {n: self.options[n] for n in names() if n in self.options}
+        self.steps: dict[str, list[int]] = {
+            name: schedule_steps(self.total_steps,
+                                 **{k: opts[k] for k in SCHEDULE_KEYS})
+            for name, opts in self.options.items()
+        }
+        self._due = {name: set(s) for name, s in self.steps.items()}
+        self._edges: torch.Tensor | None = None
+        self._edge_layers: list[str] | None = None
+        self._vectors: torch.Tensor | None = None
+
+    @property
+    def names(self) -> list[str]:
+        """The probes of this suite."""
+        return list(self.options)
+
+    def due(self, step: int) -> list[str]:
+        """Probes scheduled at ``step``."""
+        return [name for name in self.options if int(step) in self._due[name]]
+
+    def measure(self, names: Sequence[str], ens: Any, step: int, probe_x: torch.Tensor,
+                probe_y: torch.Tensor | None = None, batch_x: torch.Tensor | None = None,
+                batch_y: torch.Tensor | None = None) -> dict[str, dict[str, Measurement]]:
+        """Run ``names`` on ``ens`` (Ensemble, or Parametrized as K = 1): probe name ->
+        variable -> Measurement with the member axis. ``step`` is the training step being
+        measured; the results do not depend on it (the caller records it)."""
+        for name in names:
+            _check_name(name)
+            if name not in self.options:
+                raise ValueError(f"probe {name!r} is not in this suite: {self.names}")
+        m = members(ens)
+        out: dict[str, dict[str, Measurement]] = {}
+        outputs = None
+        if "loss" in names and "logits" in names and self.options["logits"]["n_examples"] is None:
+            outputs = forward(m, probe_x, self.options["loss"]["chunk"])
+        for name in (n for n in self.names if n in names):
+            o = self.options[name]
+            if name == "loss":
+                if probe_y is None:
+                    raise ValueError("the loss probe needs probe_y")
+                out[name] = measure_loss(m, probe_x, probe_y, chunk=o["chunk"], out=outputs)
+            elif name == "logits":
+                n = o["n_examples"]
+                out[name] = measure_logits(m, _head(probe_x, n), _head(probe_y, n),
+                                           o["n_full"], o["chunk"], out=outputs)
+            elif name == "kernels":
+                out[name] = measure_kernels(m, _head(probe_x, o["n_examples"]), o["layers"],
+                                            o["pool"])
+            elif name == "preactivations":
+                out[name] = self._preactivations(m, _head(probe_x, o["n_examples"]), o)
+            elif name == "attention":
+                out[name] = measure_attention(m, probe_x[o["example"]])
+            elif name == "sharpness":
+                out[name] = self._sharpness(m, batch_x, batch_y, o)
+            elif name == "entk":
+                out[name] = measure_entk(m, _head(probe_x, o["n_examples"]), o["trace"],
+                                         o["chunk"], o["method"])
+        return out
+
+    def _preactivations(self, m, x: torch.Tensor, o: Mapping[str, Any]
+                        ) -> dict[str, Measurement]:
+        layers = [layer.label for layer in preact_layers(m.net, o["layers"])]
+        if self._edges is not None and self._edge_layers != layers:
+            raise ValueError(f"preactivation layers {layers} differ from those of the first "
+                             f"measurement {self._edge_layers}")
+        result = measure_preactivations(m, x, o["layers"], o["bins"], self._edges,
+                                        o["range_std"])
+        if self._edges is None:
+            self._edges = torch.as_tensor(result["preact_edges"].values[0])
+            self._edge_layers = layers
+        return result
+
+    def _sharpness(self, m, x: torch.Tensor | None, y: torch.Tensor | None,
+                   o: Mapping[str, Any]) -> dict[str, Measurement]:
+        if x is None or y is None:
+            raise ValueError("the sharpness probe needs batch_x and batch_y")
+        n = o["batch_size"]
+        v0 = self._vectors
+        if v0 is not None and (v0.shape[0] != m.k or v0.shape[2] != m.flat_size()):
+            v0 = None
+        pairs = eigenpairs(m, _head(x, n), _head(y, n), None, o["k"], o["tol"],
+                           o["max_iter"], o["hvp"], v0)
+        self._vectors = pairs.vectors.detach().cpu()
+        return sharpness_measurements(m, pairs)
+
+    def state_dict(self) -> dict[str, torch.Tensor | list]:
+        """Tensors and string lists (safetensors / JSON friendly) to resume exactly."""
+        state: dict[str, torch.Tensor | list] = {}
+        if self._edges is not None:
+            state["preactivations.edges"] = self._edges.clone()
+            state["preactivations.layers"] = list(self._edge_layers or [])
+        if self._vectors is not None:
+            state["sharpness.vectors"] = self._vectors.clone()
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what ``state_dict`` returned (missing entries reset that state)."""
+        edges = state.get("preactivations.edges")
+        self._edges = None if edges is None else torch.as_tensor(np.asarray(edges)).double()
+        layers = state.get("preactivations.layers")
+        self._edge_layers = None if layers is None else [str(s) for s in layers]
+        vectors = state.get("sharpness.vectors")
+        self._vectors = None if vectors is None else torch.as_tensor(vectors).clone()

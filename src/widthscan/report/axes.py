@@ -1,0 +1,173 @@
+"""Axis helpers shared by the report figures: panels, log axes, step axes, legends,
+width colours, and the clipping of off-scale values. Plotting only, no measurements."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib as mpl
+import numpy as np
+import xarray as xr
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import (
+    LogLocator,
+    NullFormatter,
+    StrMethodFormatter,
+    SymmetricalLogLocator,
+)
+
+from widthscan.report import style
+
+STEP_LABEL = "training step"
+
+
+def new_figure(ncols: int, nrows: int = 1, *, sharey: bool | str = True,
+               sharex: bool | str = True, panel_w: float = style.PANEL_W,
+               panel_h: float = style.PANEL_H, extra_w: float = 1.0,
+               ) -> tuple[Figure, np.ndarray]:
+    """A constrained-layout Figure with a grid of panels (not registered with pyplot)."""
+    with mpl.rc_context(style.RC):
+        fig = Figure(figsize=style.figsize(ncols, nrows, panel_w, panel_h, extra_w),
+                     dpi=style.DPI, layout="constrained")
+        axes = fig.subplots(nrows, ncols, squeeze=False, sharey=sharey, sharex=sharex)
+    return fig, axes
+
+
+def params_of(da: xr.DataArray | xr.Dataset) -> list[str]:
+    return sorted((str(p) for p in da["param"].values), key=style.param_sort_key)
+
+
+def widths_of(da: xr.DataArray | xr.Dataset) -> list[int]:
+    return [int(w) for w in da["width"].values]
+
+
+def finite(*arrays: Any) -> np.ndarray:
+    vals = [np.asarray(a, np.float64).ravel() for a in arrays if a is not None]
+    vals = [v[np.isfinite(v)] for v in vals]
+    return np.concatenate(vals) if vals else np.empty(0)
+
+
+def log_y(ax, *arrays: Any) -> None:
+    """Log y axis when there is positive data to show (else matplotlib warns); plain-number
+    ticks (0.1, 0.2, 0.5, ...) when the data spans less than two decades."""
+    v = finite(*arrays)
+    v = v[v > 0]
+    if v.size:
+        ax.set_yscale("log")
+        if v.max() / v.min() < 100:
+            plain_log_ticks(ax.yaxis)
+
+
+def clip_outliers(ax, *arrays: Any, factor: float = 10.0, bottom: bool = False,
+                   note: bool = True) -> None:
+    """Keep a few extreme values (a member blowing up just before it is flagged diverged)
+    from squashing every curve: the y axis stops ``factor`` (log; linear: one data range)
+    beyond the 1st / 99th percentile of ``arrays``, with a note of what is off scale.
+    ``bottom`` clips the low end too (else only the top)."""
+    v = finite(*arrays)
+    log = ax.get_yscale() == "log"
+    if log:
+        v = v[v > 0]
+    if v.size < 20:
+        return
+    p_lo, p_hi = (float(x) for x in np.percentile(v, [1, 99]))
+    top, low = float(v.max()), float(v.min())
+    span = p_hi - p_lo
+    limit_hi = p_hi * factor if log else p_hi + span
+    limit_lo = p_lo / factor if log else p_lo - span
+    if top > limit_hi:
+        ax.set_ylim(top=limit_hi)
+        if note:
+            ax.text(0.01, 0.99, f"values up to {top:.3g} off scale", transform=ax.transAxes,
+                    ha="left", va="top", fontsize=9, color="0.35")
+    if bottom:  # pin the low end to the data of ``arrays`` (other artists may reach lower)
+        lo = max(low, limit_lo)
+        ax.set_ylim(bottom=lo / 1.5 if log else lo - 0.05 * span)
+
+
+def log_x(ax, *arrays: Any, base: float = 10) -> None:
+    v = finite(*arrays)
+    if (v > 0).any():
+        ax.set_xscale("log", base=base)
+
+
+def step_axis(ax, steps: Any) -> None:
+    """Symlog x axis for log-spaced probe schedules (dense early), linear otherwise."""
+    s = np.unique(finite(steps))
+    pos = s[s > 0]
+    gaps = np.diff(s)
+    if pos.size >= 4 and pos.max() / pos.min() >= 30 and gaps[-1] >= 5 * gaps[0]:
+        thresh = max(1.0, float(pos.min()))
+        ax.set_xscale("symlog", linthresh=thresh, linscale=0.4)
+        ax.xaxis.set_major_locator(SymmetricalLogLocator(base=10, linthresh=thresh,
+                                                         subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
+        ax.set_xlim(float(s.min()) - 0.08 * thresh, float(s.max()) * 1.08)
+    ax.set_xlabel(STEP_LABEL)
+
+
+def width_xaxis(ax, widths: Sequence[int]) -> None:
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(widths), [str(int(w)) for w in widths])
+    ax.minorticks_off()
+    ax.set_xlabel("width (log2 scale)")
+
+
+def panel_title(ax, param: str) -> None:
+    ax.set_title(style.param_name(param))
+
+
+def finish(fig: Figure, title: str, widths: Sequence[int] | None, axes) -> Figure:
+    with mpl.rc_context(style.RC):
+        if widths is not None:
+            style.width_colorbar(fig, axes, widths)
+        fig.suptitle(title)
+    return fig
+
+
+def fig_legend(fig: Figure, handles: Sequence[Any], where: str = "lower center") -> None:
+    """One legend for the whole figure, outside the panels (never over data)."""
+    seen: dict[str, Any] = {}
+    for h in handles:
+        label = h.get_label()
+        if label and not label.startswith("_") and label not in seen:
+            seen[label] = h
+    if seen:
+        ncols = 1 if "right" in where else min(4, len(seen))
+        fig.legend(handles=list(seen.values()), loc=f"outside {where}", ncols=ncols,
+                   frameon=False)
+
+
+def plain_log_ticks(axis) -> None:
+    """Ticks 1, 2, 5, 10, 20, ... labelled as plain numbers on a log axis."""
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(StrMethodFormatter("{x:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def single_handles(note: str = "single networks (one per seed)") -> list[Line2D]:
+    return [Line2D([], [], color="0.2", lw=2.0, label="ensemble mean over seeds"),
+            Line2D([], [], color="0.2", lw=0.8, alpha=0.45, label=note)]
+
+
+def reference_of(da: xr.DataArray, param: str) -> int | None:
+    if "reference_width" not in da.coords:
+        return None
+    ref = da["reference_width"]
+    return int(ref.sel(param=param)) if "param" in ref.dims else int(ref)
+
+
+def plot_by_width(ax, da: xr.DataArray, colors: Mapping[int, Any], x_dim: str,
+                   skip: int | None = None, **kw: Any) -> None:
+    x = da[x_dim].values
+    for w in widths_of(da):
+        if w == skip:
+            continue
+        y = da.sel(width=w).transpose(..., x_dim).values
+        if y.ndim == 1:
+            ax.plot(x, y, color=colors[w], **kw)
+        else:
+            for row in y.reshape(-1, y.shape[-1]):
+                ax.plot(x, row, color=colors[w], **kw)

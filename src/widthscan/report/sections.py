@@ -1,0 +1,426 @@
+"""Section builders: each calls ``widthscan.analysis`` and ``report.figures`` and returns
+a ``SectionOut``. A builder raises ``Skip(reason)`` when the data cannot support it.
+
+Conventions kept by every section: "ensemble" quantities average the logits or
+losses over seeds first (analysis ``ensemble=True``); single-network ones compare
+seed with seed; distances are to the widest width of the same parameterization.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from widthscan.analysis import (
+    bias_variance,
+    distance_to_widest,
+    entk_flow_loss,
+    entk_spectrum,
+    extrapolate,
+    kernel_distance,
+    preactivation_distance,
+    step_dim,
+    successive_differences,
+    variance_vs_ensemble_size,
+)
+from widthscan.analysis.dims import ensemble_mean
+from widthscan.report import figures
+from widthscan.report.context import Context, Skip
+from widthscan.report.html import SectionOut
+from widthscan.report.verdict import TOL, consistency, power_law_fit
+
+ENS = "Solid: ensemble mean over seeds; faint: single networks (one line per seed)"
+
+
+def _layer_text(ctx: Context, var: str) -> str:
+    layer = ctx.layer(var)
+    return f", layer {layer}" if layer else ""
+
+
+def _step_sel(da: xr.DataArray, i: int) -> xr.DataArray:
+    return da.isel({step_dim(da): i})
+
+
+# ---------------------------------------------------------------- losses
+
+
+def _loss_section(ctx: Context, var: str, sid: str, title: str, name: str,
+                  what: str) -> SectionOut:
+    curves = ensemble_mean(ctx.ds[var])
+    diff = ctx.get(f"dist:{var}", lambda: distance_to_widest(ctx.ds, var, ensemble=True))
+    fig = figures.loss_curves(
+        curves, diff, ylabel=ctx.loss_label(what),
+        diff_label=ctx.loss_label(f"|{what} − widest|"),
+        title=f"{what.capitalize()} across widths (mean over {ctx.n_seeds} seeds), "
+              + " vs ".join(figures.style.param_name(p) for p in ctx.params))
+    cap = (f"Top: {what} per width, mean over seeds. Bottom: absolute difference of that mean "
+           f"to the widest width's (analysis.distance_to_widest, ensemble=True); the widest "
+           f"itself is left out.")
+    return SectionOut(sid, title, figures=[ctx.figure(name, fig, cap)])
+
+
+def train_loss(ctx: Context) -> SectionOut:
+    out = _loss_section(ctx, "loss", "loss", "Training loss", "train_loss", "training loss")
+    out.paragraphs.append("Every width and seed sees the same batch at each step, so the "
+                          "step-to-step noise is shared and the curves compare point by point.")
+    return out
+
+
+def probe_loss(ctx: Context) -> SectionOut:
+    return _loss_section(ctx, "probe_loss", "probe-loss", "Probe (held-out) loss", "probe_loss",
+                         "probe loss")
+
+
+# ---------------------------------------------------------------- logits
+
+
+def logits(ctx: Context) -> SectionOut:
+    ds = ctx.ds
+    ex, out_dim = ctx.last_dims("logits")
+    sel = {ex: 0, out_dim: 0}
+    one = ds["logits"].isel(sel)
+    inf = None
+    if ctx.fit_var is not None and len(ctx.widths) >= 3:
+        ext = ctx.get("extrapolate", lambda: extrapolate(ds, var=ctx.fit_var, logits="logits"),
+                      show_notes=False)
+        if "logits_inf" in ext:
+            inf = ext["logits_inf"].isel(sel)
+    fig1 = figures.logit_trajectory(
+        ensemble_mean(one), single=one, infinite=inf, ylabel="logit (output units)",
+        title="One probe example's logit over training, across widths")
+    cap1 = (f"Probe example 0, output 0. {ENS}."
+            + (" Black: the per-example infinite-width extrapolation (analysis.extrapolate, "
+               "a·N^−α + c fitted across widths at each step)." if inf is not None else ""))
+    ens = ctx.get("dist:logits:ens", lambda: distance_to_widest(
+        ds, "logits", scaled=True, ensemble=True))
+    single = ctx.get("dist:logits", lambda: distance_to_widest(ds, "logits", scaled=True))
+    fig2 = figures.width_curves(
+        ens, single=single, logy=True, skip_reference=True,
+        ylabel="RMS distance to widest / RMS of widest",
+        title="Probe logits: scaled RMS distance to the widest width")
+    cap2 = (f"RMS over probe examples and outputs of f_w − f_widest, divided by the widest's RMS "
+            f"(analysis.distance_to_widest, scaled=True). {ENS}, each compared with the widest "
+            f"network of the same seed.")
+    return SectionOut("logits", "Pointwise predictions (probe logits)", figures=[
+        ctx.figure("logit_trajectory", fig1, cap1), ctx.figure("logit_distance", fig2, cap2)])
+
+
+def successive(ctx: Context) -> SectionOut:
+    succ = ctx.get("succ:logits", lambda: successive_differences(
+        ctx.ds, "logits", ensemble=True, scaled=True))
+    fig = figures.successive_vs_width(
+        succ, ylabel="RMS(f_next − f_w) / RMS(f_next)",
+        title="Probe logits: difference between successive widths (ensemble means)")
+    cap = ("Scaled RMS difference of the ensemble-mean logits of each width and the next wider "
+           "one (analysis.successive_differences), against the narrower width, at several "
+           "steps. Falling lines mean the widths converge.")
+    return SectionOut("successive", "Successive-width differences",
+                      figures=[ctx.figure("logit_successive", fig, cap)])
+
+
+def consistency_section(ctx: Context) -> SectionOut:
+    cw = consistency(ctx)
+    fig = figures.consistency_over_time(
+        cw, ctx.widths, ylabel="consistency width (log2 scale)",
+        title=f"Consistency width over training (probe logits, tolerance {TOL:g})")
+    cap = (f"Narrowest width from which every wider width's ensemble-mean logits are within "
+           f"{TOL:g} scaled RMS distance of the widest (analysis.consistency_width). Crosses: no "
+           f"width narrower than the widest qualifies at that step.")
+    return SectionOut("consistency", "Consistency width",
+                      figures=[ctx.figure("consistency_width", fig, cap)])
+
+
+# ---------------------------------------------------------------- representations
+
+
+def kernel(ctx: Context) -> SectionOut:
+    ds = ctx.ds
+    d1, d2 = ctx.last_dims("kernel")
+    gram = ctx.sel_layer(_step_sel(ensemble_mean(ds["kernel"]), -1), "kernel")
+    symmetric = bool(np.nanmin(gram.values) < 0) if np.isfinite(gram.values).any() else True
+    fig1 = figures.matrix_grid(
+        gram, symmetric=symmetric, cmap="RdBu_r" if symmetric else "magma",
+        cbar_label="kernel value (feature inner product)", xlabel="probe example",
+        ylabel="probe example",
+        title=f"Feature kernels at step {ctx.last_step('kernel')}{_layer_text(ctx, 'kernel')}"
+              " (ensemble mean), across widths")
+    ens = ctx.sel_layer(ctx.get("kdist:ens", lambda: kernel_distance(
+        ds, "kernel", metric="cka", ensemble=True, dims=(d1, d2))), "kernel")
+    single = ctx.sel_layer(ctx.get("kdist", lambda: kernel_distance(
+        ds, "kernel", metric="cka", dims=(d1, d2))), "kernel")
+    fig2 = figures.width_curves(
+        ens, single=single, logy=True, skip_reference=True, ylabel="1 − CKA to widest",
+        title=f"Feature kernel distance to the widest width{_layer_text(ctx, 'kernel')}")
+    cap1 = ("Gram matrices over the probe examples, averaged over seeds, one colour scale per "
+            "row. Consistent widths show the same block structure.")
+    cap2 = f"1 − centered kernel alignment (analysis.kernel_distance, metric='cka'). {ENS}."
+    return SectionOut("kernel", "Feature kernels", figures=[
+        ctx.figure("kernel_gram", fig1, cap1), ctx.figure("kernel_distance", fig2, cap2)])
+
+
+def preactivations(ctx: Context) -> SectionOut:
+    ds = ctx.ds
+    hist, edges = ds["preact_hist"], ds["preact_edges"]
+    sd = step_dim(hist)
+    steps = hist[sd].values
+    if steps.size < 1:
+        raise Skip("no preactivation steps")
+    idx = [0, steps.size - 1] if steps.size > 1 else [0]
+    seed = int(ds["seed"].values[0]) if "seed" in hist.dims else None
+    pick = {"seed": 0} if seed is not None else {}
+    h = ctx.sel_layer(hist.isel(pick).isel({sd: idx}), "preact_hist")
+    e = ctx.sel_layer(edges.isel(pick).isel({sd: idx}), "preact_edges")
+    labels = [f"step {int(steps[i])}" + (" (init)" if i == 0 else " (end)") for i in idx]
+    fig1 = figures.preact_histograms(
+        h, e, row_labels=labels, xlabel="preactivation value",
+        title=f"Preactivation distributions{_layer_text(ctx, 'preact_hist')}, at init and end, "
+              "across widths")
+    cap1 = (f"Histogram of one layer's preactivations over units and probe examples, seed "
+            f"{seed}, as a density. In the feature-learning limit every width draws its units "
+            f"from the same distribution.")
+    figs = [ctx.figure("preact_hist", fig1, cap1)]
+    if len(ctx.widths) >= 2:
+        dist = ctx.sel_layer(ctx.get("pdist", lambda: preactivation_distance(
+            ds, ensemble=True)), "preact_hist")
+        fig2 = figures.width_curves(
+            dist, logy=True, skip_reference=True,
+            ylabel="Wasserstein-1 to widest (preactivation units)",
+            title="Preactivation distribution: distance to the widest width")
+        cap2 = ("Wasserstein-1 distance between each width's histogram (seeds pooled) and the "
+                "widest's (analysis.preactivation_distance, ensemble=True).")
+        figs.append(ctx.figure("preact_distance", fig2, cap2))
+    return SectionOut("preactivations", "Preactivation distributions", figures=figs)
+
+
+def attention(ctx: Context) -> SectionOut:
+    ds = ctx.ds
+    att = ctx.sel_layer(_step_sel(ensemble_mean(ds["attention"]), -1), "attention")
+    if "head" in att.dims:
+        att = att.isel(head=0)
+    fig1 = figures.matrix_grid(
+        att, symmetric=False, cmap="magma", cbar_label="attention weight",
+        xlabel="key position", ylabel="query position",
+        title=f"Attention maps at step {ctx.last_step('attention')}"
+              f"{_layer_text(ctx, 'attention')}, head 0 (ensemble mean), across widths")
+    ens = ctx.sel_layer(ctx.get("dist:attention:ens", lambda: distance_to_widest(
+        ds, "attention", scaled=True, ensemble=True)), "attention")
+    single = ctx.sel_layer(ctx.get("dist:attention", lambda: distance_to_widest(
+        ds, "attention", scaled=True)), "attention")
+    fig2 = figures.width_curves(
+        ens, single=single, logy=True, skip_reference=True,
+        ylabel="RMS distance to widest / RMS of widest",
+        title=f"Attention maps: scaled RMS distance to the widest{_layer_text(ctx, 'attention')}")
+    cap1 = "Attention weights (query × key), averaged over seeds."
+    cap2 = (f"RMS over heads, queries and keys (analysis.distance_to_widest, scaled=True). "
+            f"{ENS}.")
+    return SectionOut("attention", "Attention maps", figures=[
+        ctx.figure("attention_maps", fig1, cap1), ctx.figure("attention_distance", fig2, cap2)])
+
+
+# ---------------------------------------------------------------- dynamics
+
+
+def _eos_lines(ctx: Context) -> tuple[dict, str]:
+    opt = ctx.section("optimizer")
+    name = str(opt.get("name", "sgd"))
+    if name != "sgd":
+        return {}, (f"No 2/η line: with {name} the stability threshold applies to the "
+                    f"preconditioned Hessian.")
+    beta = float(opt.get("momentum", 0.0) or 0.0)
+    factor, label = (2.0 * (1 + beta), "2(1+β)/η") if beta > 0 else (2.0, "2/η")
+    lines: dict = {}
+    schedule = ctx.section("schedule")
+    constant = schedule.get("kind", "constant") == "constant" and not schedule.get(
+        "warmup_steps", 0)
+    if ctx.has("lr") and not (constant and ctx.lr() is not None):
+        for p in ctx.params:
+            lr = _most_complete(ctx.ds["lr"].sel(param=p))
+            lines[p] = [(factor / lr.where(lr > 0), f"{label} (η = logged lr)")]
+        src = "the logged learning rate (the lr variable)"
+    elif ctx.lr() is not None:
+        lines = {p: [(factor / ctx.lr(), f"{label} = {factor / ctx.lr():.3g}")]
+                 for p in ctx.params}
+        src = f"the config's optimizer.lr = {ctx.lr():g}"
+    else:
+        return {}, "No 2/η line: the learning rate is not known."
+    return lines, (f"Dashed: the edge-of-stability threshold {label} with η {src}; "
+                   f"per-layer learning-rate scaling of the parameterization is not included.")
+
+
+def _most_complete(da: xr.DataArray) -> xr.DataArray:
+    """The (width, seed) series of ``da`` with the most finite values (a member that
+    diverged is NaN from then on; the logged lr is the same for every member)."""
+    lead = [d for d in ("width", "seed") if d in da.dims]
+    if not lead:
+        return da
+    flat = da.stack(member=lead)
+    best = int(flat.notnull().sum(step_dim(da)).argmax("member"))
+    return flat.isel(member=best, drop=True)
+
+
+def sharpness(ctx: Context) -> SectionOut:
+    top = ctx.ds["sharpness"]
+    if "eigen" in top.dims:
+        top = top.isel(eigen=0)
+    lines, note = _eos_lines(ctx)
+    fig = figures.width_curves(
+        ensemble_mean(top), single=top, hlines=lines,
+        ylabel="top Hessian eigenvalue λ_max (loss / param²)",
+        title="Sharpness over training across widths")
+    cap = f"Top eigenvalue of the training-loss Hessian (Lanczos). {ENS}. {note}"
+    return SectionOut("sharpness", "Sharpness (edge of stability)",
+                      figures=[ctx.figure("sharpness", fig, cap)])
+
+
+# ---------------------------------------------------------------- ensembles
+
+
+def _loss_for_targets(ctx: Context) -> str:
+    kind = ctx.loss_kind
+    if kind:
+        return kind
+    t = ctx.targets()
+    return "ce" if t is not None and np.issubdtype(t.dtype, np.integer) else "mse"
+
+
+def _logits_ds(ctx: Context) -> xr.Dataset:
+    """logits (and targets) with their example/output dims named as analysis expects."""
+    ex, out = ctx.last_dims("logits")
+    f = ctx.ds["logits"].rename({ex: "example", out: "output"})
+    data = {"logits": f}
+    t = ctx.targets()
+    if t is not None:
+        data["targets"] = t
+    return xr.Dataset(data)
+
+
+def bias_variance_section(ctx: Context) -> SectionOut:
+    if ctx.n_seeds < 2:
+        raise Skip("bias and variance over seeds need at least two seeds")
+    loss = _loss_for_targets(ctx)
+    data = _logits_ds(ctx)
+    bv = ctx.get("bv", lambda: bias_variance(data, loss=loss))
+    vk = ctx.get("vk", lambda: variance_vs_ensemble_size(data, loss=loss))
+    last = ctx.last_step("logits")
+    unit = f"loss on probe set ({'MSE' if loss == 'mse' else 'cross-entropy, nats'})"
+    fig1 = figures.bias_variance_vs_width(
+        _step_sel(bv, -1), ylabel=unit,
+        title=f"Bias and variance over seeds against width (probe set, step {last})")
+    fig2 = figures.variance_vs_ensemble(
+        _step_sel(vk, -1), ylabel="variance: ensemble loss − infinite-ensemble loss",
+        title=f"Variance of k-member ensembles (probe set, step {last})")
+    cap1 = ("analysis.bias_variance on the probe logits and the Dataset's targets: single-network "
+            "loss = bias² + variance; the gap between a wide single network and a narrow "
+            "ensemble is the bias of narrower width.")
+    cap2 = ("analysis.variance_vs_ensemble_size: the excess loss of k-member ensembles over the "
+            "infinite ensemble; dotted: the 1/k law of uncorrelated members.")
+    return SectionOut("bias-variance", "Bias and variance over initializations", figures=[
+        ctx.figure("bias_variance", fig1, cap1), ctx.figure("variance_ensemble", fig2, cap2)],
+        paragraphs=[f"Loss used: {loss}, on the probe set's targets (the 'targets' variable)."])
+
+
+# ---------------------------------------------------------------- scaling
+
+
+def _power(n: np.ndarray, a: float, alpha: float, c: float) -> np.ndarray:
+    return a * n ** (-alpha) + c
+
+
+def power_law(ctx: Context) -> SectionOut:
+    var = ctx.fit_var
+    fit = power_law_fit(ctx)
+    step = ctx.last_step(var)
+    values = ctx.ds[var].sel({step_dim(ctx.ds[var]): step})
+    what = "probe loss" if var == "probe_loss" else "training loss"
+    fig = figures.power_law(
+        values, fit, model=_power, ylabel=ctx.loss_label(f"{what} at step {step}"),
+        title=f"Power law in width: {what} at step {step}, $L(N) = a\\,N^{{-\\alpha}} + c$")
+    cap = ("Dots: each seed; line: analysis.fit_power_law on the seed means (variable "
+           "projection), with its asymptote c (shaded: 90% bootstrap interval over seeds).")
+    return SectionOut("power-law", "Scaling with width (power law)",
+                      figures=[ctx.figure("power_law", fig, cap)])
+
+
+def extrapolation(ctx: Context) -> SectionOut:
+    var = ctx.fit_var
+    ext = ctx.get("extrapolate", lambda: extrapolate(
+        ctx.ds, var=var, logits="logits" if ctx.has("logits") else None))
+    what = "probe loss" if var == "probe_loss" else "training loss"
+    fig = figures.extrapolation(
+        ensemble_mean(ctx.ds[var]), ext[f"{var}_inf"], lo=ext[f"{var}_inf_lo"],
+        hi=ext[f"{var}_inf_hi"], reliable=ext["reliable"], ylabel=ctx.loss_label(what),
+        title=f"Infinite-width extrapolation of the {what}")
+    cap = ("Coloured: seed-mean curves per width. Black: c(t) of a power law fitted across "
+           "widths at each step (analysis.extrapolate), shaded its 90% bootstrap interval; "
+           "hollow markers: steps the analysis flags as unreliable (few widths, poor fit, "
+           "exponent at its bound or c out of range).")
+    out = SectionOut("extrapolation", "Infinite-width extrapolation",
+                     figures=[ctx.figure("extrapolation", fig, cap)])
+    if var == "loss":
+        out.paragraphs.append(
+            "Only the training loss was measured: it is one batch's loss per step, so the "
+            "per-step fits are noisy. A 'loss' probe (held-out probe_loss) makes this curve "
+            "smooth. The y axis follows the measured curves; extrapolations far outside "
+            "them are off scale.")
+    return out
+
+
+# ---------------------------------------------------------------- spectra
+
+
+def spectra(ctx: Context) -> SectionOut:
+    ds = ctx.ds
+    d1, d2 = ctx.last_dims("entk")
+    entk = ds["entk"].rename({d1: "example", d2: "example2"}) if (d1, d2) != (
+        "example", "example2") else ds["entk"]
+    # eigh cannot take NaN: a width whose ensemble has a diverged member gets a zero kernel
+    # here and NaN results below (as every other ensemble quantity of that width).
+    bad = ensemble_mean(entk).isnull().any(["example", "example2"])
+    entk = entk.where(~bad, 0.0)
+    t = ctx.targets()
+    paragraphs, figs = [], []
+    if t is not None and t.sizes.get(t.dims[0], 0) != entk.sizes["example"]:
+        paragraphs.append(f"C(k) and kernel flow left out: the targets cover "
+                          f"{t.sizes[t.dims[0]]} examples, the eNTK {entk.sizes['example']}.")
+        t = None
+    target_values = None if t is None else t.values
+    spec = ctx.get("entk_spectrum", lambda: entk_spectrum(
+        entk, targets=target_values).where(~bad))
+    last = ctx.last_step("entk")
+    fig1 = figures.spectrum(
+        _step_sel(spec["eigenvalues"], -1), ylabel="eigenvalue (kernel units)",
+        title=f"Spectrum of the ensemble-averaged eNTK at step {last}, across widths")
+    figs.append(ctx.figure("entk_spectrum", fig1, (
+        "Eigenvalues of the seed-averaged empirical NTK on the probe examples "
+        "(analysis.entk_spectrum), by rank.")))
+    if t is None:
+        if not ctx.has("targets"):
+            paragraphs.append("C(k) and the kernel-flow prediction need the probe targets: the "
+                              "Dataset has no 'targets' variable, so they are left out.")
+    else:
+        fig2 = figures.task_power_curves(
+            _step_sel(spec["task_power"], -1),
+            title=f"Task alignment C(k) of the eNTK at step {last}, across widths")
+        figs.append(ctx.figure("task_power", fig2, (
+            "Cumulative task power C(k) (analysis.task_power): the fraction of the target in the "
+            "top-k eigenvectors. A width whose C(k) rises later learns the task more slowly.")))
+        lr = ctx.lr()
+        if _loss_for_targets(ctx) != "mse":
+            paragraphs.append("Kernel-flow prediction left out: it models MSE training.")
+        elif lr is None:
+            paragraphs.append("Kernel-flow prediction left out: the learning rate is unknown.")
+        elif ctx.has("logits"):
+            steps = ds["logits"][step_dim(ds["logits"])].values
+            pred = ctx.get("flow", lambda: entk_flow_loss(
+                entk, target_values, lr=lr, steps=steps).where(
+                ~bad.isel({step_dim(bad): -1}, drop=True)))
+            bv = ctx.get("bv", lambda: bias_variance(_logits_ds(ctx), loss="mse"))
+            fig3 = figures.kernel_flow(
+                pred, bv["ensemble_loss"], ylabel="probe loss (MSE)",
+                title="Kernel-flow prediction from the final eNTK vs observed training")
+            figs.append(ctx.figure("kernel_flow", fig3, (
+                f"Dashed: gradient flow with each width's final eNTK frozen, η = {lr:g}, "
+                "from f = 0 (analysis.entk_flow_loss). Solid: the observed ensemble-mean probe "
+                "loss (analysis.bias_variance).")))
+    return SectionOut("spectra", "eNTK spectra and task alignment", paragraphs=paragraphs,
+                      figures=figs)

@@ -1,0 +1,170 @@
+"""Sharpness (top Hessian eigenvalues by batched Lanczos) against closed forms and references."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from probes_testlib import dense_fn, flat_params, gen, mlp, tanh_mlp, transformer
+from torch import nn
+
+import widthscan as ws
+import widthscan.probes as probes
+from widthscan.probes.hessian import make_hvp, member_loss_fn
+from widthscan.probes.members import members
+
+JIT_WARNING = "ignore:.*torch.jit.script.* is deprecated:DeprecationWarning"  # torch's jvp decomps
+
+
+def linear(width: int) -> nn.Module:
+    return nn.Linear(width, 1, bias=False)
+
+
+def dense_hessian(p, x, y):
+    flat, _, _ = flat_params(p)
+    f = dense_fn(p, x)
+    return torch.autograd.functional.hessian(lambda w: F.mse_loss(f(w), y), flat)
+
+
+@pytest.mark.parametrize("model", ["parametrized", "ensemble"])
+def test_linear_regression_closed_form(model):
+    # f(x) = m x.w, L = mean_i (f(x_i) - y_i)^2  =>  H = 2 m^2 X^T X / n
+    n, width = 40, 16
+    x = torch.randn(n, width, generator=gen(1), dtype=torch.float64)
+    y = torch.randn(n, 1, generator=gen(2), dtype=torch.float64)
+    if model == "ensemble":
+        net = ws.Ensemble(linear, width, 8, "mup", "sgd", [0, 1, 2], precision="float64")
+        mult = net.multipliers["weight"]
+    else:
+        net = ws.parametrize(linear, width, 8, "mup", "sgd", seed=0, dtype=torch.float64)
+        mult = net.multipliers["weight"]
+    assert mult == 0.5
+    exact = torch.linalg.eigvalsh(2 * mult**2 * x.T @ x / n).flip(0)[:3]
+    out = probes.sharpness(net, x, y, loss="mse", k=3, tol=1e-8)
+    vals = torch.as_tensor(out["sharpness"].values)
+    assert out["sharpness"].dims == ("eigen",)
+    expected = exact if model == "parametrized" else exact.expand(3, 3)
+    torch.testing.assert_close(vals, expected, rtol=1e-6, atol=0)
+    assert (out["sharpness_hvps"].values <= width).all()
+
+
+def test_small_mlp_matches_dense_hessian():
+    x = torch.randn(12, 4, generator=gen(1), dtype=torch.float64)
+    y = torch.randn(12, 2, generator=gen(2), dtype=torch.float64)
+    ens = ws.Ensemble(mlp, 8, 4, "mup", "sgd", [3, 5], loss="mse", precision="float64")
+    out = probes.sharpness(ens, x, y, k=3, tol=1e-10)
+    for i, seed in enumerate([3, 5]):
+        p = ws.parametrize(mlp, 8, 4, "mup", "sgd", seed=seed, dtype=torch.float64)
+        exact = torch.linalg.eigvalsh(dense_hessian(p, x, y)).flip(0)[:3]
+        torch.testing.assert_close(torch.as_tensor(out["sharpness"].values[i]), exact,
+                                   rtol=1e-5, atol=0)
+
+
+def test_largest_algebraic_not_largest_magnitude():
+    p = ws.parametrize(tanh_mlp, 6, 3, "mup", "sgd", seed=0, dtype=torch.float64)
+    x = torch.randn(10, 3, generator=gen(1), dtype=torch.float64)
+    y = -10 * torch.randn(10, 2, generator=gen(2), dtype=torch.float64)
+    eig = torch.linalg.eigvalsh(dense_hessian(p, x, y))
+    assert -eig[0] > eig[-1] > 0, "setup: the most negative eigenvalue must dominate"
+    out = probes.sharpness(p, x, y, loss="mse", k=2, tol=1e-10)
+    torch.testing.assert_close(torch.as_tensor(out["sharpness"].values), eig.flip(0)[:2],
+                               rtol=1e-5, atol=0)
+
+
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")
+def test_matches_pyhessian():
+    pyhessian = pytest.importorskip("pyhessian")
+    p = ws.parametrize(mlp, 16, 8, "mup", "sgd", seed=1, dtype=torch.float64)
+    x = torch.randn(32, 4, generator=gen(1), dtype=torch.float64)
+    y = torch.randn(32, 2, generator=gen(2), dtype=torch.float64)
+    ours = probes.sharpness(p, x, y, loss="mse", tol=1e-6)["sharpness"].values[0]
+    default = torch.get_default_dtype()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        torch.set_default_dtype(torch.float64)
+        try:
+            h = pyhessian.hessian(p.module, F.mse_loss, data=(x, y), cuda=False)
+            (theirs,), _ = h.eigenvalues(maxIter=1000, tol=1e-7, top_n=1)
+        finally:
+            torch.set_default_dtype(default)
+    assert abs(ours - theirs) <= 1e-3 * abs(theirs)
+
+
+def test_warm_start_needs_fewer_hvps_and_agrees():
+    ens = ws.Ensemble(mlp, 32, 8, "mup", "sgd", [3, 5], lr=0.1, loss="mse",
+                      precision="float64")
+    x = torch.randn(64, 4, generator=gen(1), dtype=torch.float64)
+    y = torch.randn(64, 2, generator=gen(2), dtype=torch.float64)
+    first = probes.eigenpairs(ens, x, y, tol=1e-6)
+    for _ in range(3):
+        ens.step(x, y)
+    cold = probes.eigenpairs(ens, x, y, tol=1e-6)
+    warm = probes.eigenpairs(ens, x, y, tol=1e-6, v0=first.vectors)
+    assert cold.converged.all() and warm.converged.all()
+    torch.testing.assert_close(warm.values, cold.values, rtol=1e-5, atol=0)
+    assert (warm.hvps < cold.hvps).all(), (warm.hvps, cold.hvps)
+    m = members(ens)
+    hv = make_hvp(m, member_loss_fn(m, x, y, "mse"))(warm.vectors[:, 0])
+    rayleigh = (warm.vectors[:, 0] * hv).sum(1)
+    torch.testing.assert_close(rayleigh, warm.values[:, 0], rtol=1e-6, atol=0)
+
+
+@pytest.mark.filterwarnings(JIT_WARNING)
+def test_hvp_modes_agree_on_mlp():
+    x = torch.randn(16, 4, generator=gen(1), dtype=torch.float64)
+    y = torch.randn(16, 2, generator=gen(2), dtype=torch.float64)
+    ens = ws.Ensemble(mlp, 8, 4, "mup", "sgd", [3, 5], loss="mse", precision="float64")
+    rr = probes.sharpness(ens, x, y, k=2, tol=1e-9, hvp="rev-rev")
+    fr = probes.sharpness(ens, x, y, k=2, tol=1e-9, hvp="fwd-rev")
+    torch.testing.assert_close(torch.as_tensor(fr["sharpness"].values),
+                               torch.as_tensor(rr["sharpness"].values), rtol=1e-7, atol=0)
+    with pytest.raises(ValueError, match="rev-rev"):
+        probes.sharpness(ens, x, y, hvp="fwd-fwd")
+
+
+@pytest.mark.filterwarnings(JIT_WARNING)
+def test_hvp_modes_agree_on_transformer():
+    x = torch.randint(0, 11, (3, 6), generator=gen(1))
+    y = torch.randint(0, 11, (3, 6), generator=gen(2))
+    ens = ws.Ensemble(transformer, 8, 4, "mup", "sgd", [3, 5], loss="ce", precision="float64")
+    m = members(ens)
+    fn = member_loss_fn(m, x, y, "ce")
+    v = torch.randn(2, m.flat_size(), generator=gen(3), dtype=torch.float64)
+    torch.testing.assert_close(make_hvp(m, fn, "fwd-rev")(v), make_hvp(m, fn, "rev-rev")(v),
+                               rtol=1e-9, atol=1e-12)
+
+
+def test_max_iter_caps_hvps_and_reports_unconverged():
+    ens = ws.Ensemble(mlp, 32, 8, "mup", "sgd", [3, 5], loss="mse", precision="float64")
+    x = torch.randn(64, 4, generator=gen(1), dtype=torch.float64)
+    y = torch.randn(64, 2, generator=gen(2), dtype=torch.float64)
+    pairs = probes.eigenpairs(ens, x, y, k=2, tol=1e-12, max_iter=3)
+    assert pairs.hvps.tolist() == [3, 3]
+    assert not pairs.converged.any()
+    assert (pairs.residuals > 1e-12).any()
+    assert torch.isfinite(pairs.values).all()
+
+
+def test_members_converge_independently():
+    # the same Hessian twice, but one member starts in an eigenvector: it stops first
+    width = 12
+    x = torch.randn(30, width, generator=gen(1), dtype=torch.float64)
+    y = torch.randn(30, 1, generator=gen(2), dtype=torch.float64)
+    ens = ws.Ensemble(linear, width, width, "sp", "sgd", [0, 1], precision="float64")
+    h = 2 * x.T @ x / 30
+    top = torch.linalg.eigh(h).eigenvectors[:, -1]
+    v0 = torch.stack([top, torch.ones(width, dtype=torch.float64)])
+    pairs = probes.eigenpairs(ens, x, y, tol=1e-8, v0=v0)
+    assert pairs.hvps[0] < pairs.hvps[1]
+    torch.testing.assert_close(pairs.values[0], pairs.values[1], rtol=1e-8, atol=0)
+
+
+def test_diverged_member_gives_nan_without_spoiling_others():
+    ens = ws.Ensemble(mlp, 16, 8, "mup", "sgd", [3, 5], loss="mse", precision="float64")
+    x = torch.randn(16, 4, generator=gen(1), dtype=torch.float64)
+    y = torch.randn(16, 2, generator=gen(2), dtype=torch.float64)
+    clean = probes.sharpness(ens, x, y, tol=1e-8)["sharpness"].values
+    with torch.no_grad():
+        ens.params["hidden.0.weight"][1] = float("nan")
+    out = probes.sharpness(ens, x, y, tol=1e-8)["sharpness"].values
+    assert torch.isnan(torch.as_tensor(out[1])).all()
+    torch.testing.assert_close(torch.as_tensor(out[0]), torch.as_tensor(clean[0]),
+                               rtol=1e-10, atol=0)

@@ -85,21 +85,26 @@ def make_batches(steps: int, batch: int, d_in: int, d_out: int, loss: str, seed:
     return out
 
 
-def sequential(factory, seeds, batches, loss: str, lr: float, momentum: float) -> None:
-    """K independent runs, one at a time: the plain loop a user would write."""
+def sequential(factory, seeds, batches, loss: str, lr: float, momentum: float) -> float:
+    """K independent runs, one after another: the plain loop a user would write.
+    Returns the time of the training steps only (models are built untimed)."""
     loss_fn = F.mse_loss if loss == "mse" else F.cross_entropy
+    runs = []
     for s in seeds:
         torch.manual_seed(s)
-        model = factory()  # built at its own width; a plain nn.Module
-        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+        model = factory()  # a plain nn.Module at its own width
+        runs.append((model, torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)))
+    t0 = time.perf_counter()
+    for model, opt in runs:
         for x, y in batches:
             opt.zero_grad(set_to_none=True)
             loss_fn(model(x), y).backward()
             opt.step()
+    return time.perf_counter() - t0
 
 
 def stacked(factory, width, base_width, seeds, batches, loss, lr, momentum) -> float:
-    """One stacked ensemble; returns the time of its training steps only (no construction)."""
+    """One stacked ensemble; returns the time of its training steps only (built untimed)."""
     ens = ws.Ensemble(factory, width, base_width, "mup", "sgd", seeds, lr,
                       momentum=momentum, loss=loss)
     t0 = time.perf_counter()
@@ -156,9 +161,8 @@ def main() -> None:
         stacked(factory, width, 64, seeds, warm, args.loss, args.lr, args.momentum)
         seq_times, ens_times = [], []
         for _ in range(args.repeats):  # interleaved, so both see the same machine load
-            t0 = time.perf_counter()
-            sequential(factory, seeds, batches, args.loss, args.lr, args.momentum)
-            seq_times.append(time.perf_counter() - t0)
+            seq_times.append(sequential(factory, seeds, batches, args.loss, args.lr,
+                                        args.momentum))
             ens_times.append(stacked(factory, width, 64, seeds, batches, args.loss, args.lr,
                                      args.momentum))
         t_seq, t_ens = statistics.median(seq_times), statistics.median(ens_times)

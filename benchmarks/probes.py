@@ -57,6 +57,7 @@ def train(steps: int, suite: probes.ProbeSuite | None, batch: int = 128):
     batch_x, batch_y = gegenbauer_data(batch, seed=-2)
     spent: dict[str, float] = {}
     calls: dict[str, int] = {}
+    sharp: list[tuple[dict[str, torch.Tensor], float, int]] = []
     train_time = 0.0
     for step in range(steps + 1):
         if suite is not None:
@@ -64,22 +65,26 @@ def train(steps: int, suite: probes.ProbeSuite | None, batch: int = 128):
             outputs = [n for n in due if n in ("loss", "logits")]
             for group in ([outputs] if outputs else []) + [[n] for n in due if n not in outputs]:
                 t = time.process_time()
-                suite.measure(group, ens, step, probe_x, probe_y, batch_x, batch_y)
+                out = suite.measure(group, ens, step, probe_x, probe_y, batch_x, batch_y)
                 key = "+".join(group)
                 spent[key] = spent.get(key, 0.0) + time.process_time() - t
                 calls[key] = calls.get(key, 0) + 1
+                if "sharpness" in out:
+                    snap = {n: p[0].detach().clone() for n, p in ens.params.items()}
+                    sharp.append((snap, float(out["sharpness"]["sharpness"].values[0, 0]),
+                                  int(out["sharpness"]["sharpness_hvps"].values[0])))
         if step < steps:
             data = gegenbauer_data(batch, seed=step)
             t = time.process_time()
             ens.step(*data)
             train_time += time.process_time() - t
-    return ens, train_time, spent, calls
+    return ens, train_time, spent, calls, sharp
 
 
-def overhead(steps: int) -> tuple[list[tuple[str, str]], ws.Ensemble]:
-    _, plain, _, _ = train(steps, None)
+def overhead(steps: int) -> tuple[list[tuple[str, str]], ws.Ensemble, list]:
+    plain = train(steps, None)[1]
     suite = probes.ProbeSuite(None, steps)
-    ens, trained, spent, calls = train(steps, suite)
+    ens, trained, spent, calls, sharp = train(steps, suite)
     total = sum(spent.values())
     parts = ", ".join(f"{k} {v:.2f} s/{calls[k]}" for k, v in spent.items())
     return [
@@ -88,7 +93,176 @@ def overhead(steps: int) -> tuple[list[tuple[str, str]], ws.Ensemble]:
         ("training steps, run with probes (CPU s)", f"{trained:.2f} s"),
         ("default probes (CPU s / calls)", parts),
         ("probe time / training time, same run", f"{total / trained:.1%} (target <= 10%)"),
-    ], ens
+    ], ens, sharp
+
+
+def suite_vs_pyhessian(sharp: list) -> list[tuple[str, str]]:
+    """The suite's warm-started sharpness calls (member 0) against PyHessian's default
+    (tol=1e-3, cold) on the same states and batch."""
+    x, y = gegenbauer_data(128, seed=-2)
+    ours = theirs = 0
+    ours_err = theirs_err = 0.0
+    for params, value, hvps in sharp:
+        p = ws.parametrize(mlp, 256, 64, "mup", "sgd", seed=0)
+        with torch.no_grad():
+            for name, t in p.net.named_parameters():
+                t.copy_(params[name])
+        exact = probes.eigenpairs(p, x, y, loss="mse", tol=1e-7, max_iter=300).values[0, 0]
+        (val,), n = PyHessian(p, x, y, F.mse_loss).default(1)
+        ours, theirs = ours + hvps, theirs + n
+        ours_err = max(ours_err, abs(value - exact.item()) / exact.item())
+        theirs_err = max(theirs_err, abs(val - exact.item()) / exact.item())
+    return [(f"sharpness over the run ({len(sharp)} calls, member 0): HVPs (max rel err)",
+             f"suite, warm Lanczos {ours} ({ours_err:.0e}) / PyHessian default {theirs} "
+             f"({theirs_err:.0e}) = {theirs / ours:.1f}x fewer")]
+
+
+def as_float64(factory, ens: ws.Ensemble, k: int = 0) -> ws.parametrization.Parametrized:
+    """Member k of ``ens`` as a float64 Parametrized (same raw parameters)."""
+    p = ws.parametrize(factory, ens.width, ens.base_width, ens.param, "sgd", seed=ens.seeds[k],
+                       dtype=torch.float64)
+    with torch.no_grad():
+        for name, t in p.net.named_parameters():
+            t.copy_(ens.params[name][k])
+    return p
+
+
+def lanczos_hvps_to(p, x, y, loss: str, target: float, rel: float) -> tuple[int, float]:
+    """Fewest Lanczos HVPs whose top Ritz value is within ``rel`` of ``target``, and the
+    wall time of that run (graph build included)."""
+    for m in range(1, 300):
+        t = time.perf_counter()
+        val = probes.eigenpairs(p, x, y, loss=loss, tol=0.0, max_iter=m).values[0, 0].item()
+        elapsed = time.perf_counter() - t
+        if abs(val - target) <= rel * abs(target):
+            return m, elapsed
+    return -1, float("nan")
+
+
+class PyHessian:
+    """PyHessian on ``p.module`` (forward applies the multipliers), float64, seeded, with
+    the module's grads cleared before each construction (PyHessian accumulates into
+    .grad) and a count of its Hessian-vector products."""
+
+    def __init__(self, p, x, y, criterion):
+        self.p, self.x, self.y, self.criterion = p, x, y, criterion
+
+    def _build(self):
+        from pyhessian import hessian
+
+        self.p.module.zero_grad(set_to_none=True)
+        return hessian(self.p.module, self.criterion, data=(self.x, self.y), cuda=False)
+
+    def run(self, fn):
+        ph = sys.modules.get("pyhessian.hessian")
+        if ph is None:
+            import pyhessian  # noqa: F401
+
+            ph = sys.modules["pyhessian.hessian"]
+        original, count = ph.hessian_vector_product, {"n": 0}
+
+        def counting(*args):
+            count["n"] += 1
+            return original(*args)
+
+        default = torch.get_default_dtype()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            torch.set_default_dtype(torch.float64)
+            ph.hessian_vector_product = counting
+            try:
+                out = fn(self._build())
+            finally:
+                ph.hessian_vector_product = original
+                torch.set_default_dtype(default)
+                self.p.module.zero_grad(set_to_none=True)
+        return out, count["n"]
+
+    def hvps_to(self, target: float, rel: float, cap: int = 2000) -> int:
+        """Power-iteration HVPs (PyHessian's own loop, replayed with its utilities) until
+        the Rayleigh quotient is within ``rel`` of ``target``; -1 if not within ``cap``.
+        The quotient is divided by |v|^2: PyHessian normalizes by (|v| + 1e-6), which
+        biases its own estimate by about -2e-6 / |lambda| relative."""
+        from pyhessian.utils import group_product, hessian_vector_product, normalization
+
+        def loop(h):
+            v = normalization([torch.randn_like(q) for q in h.params])
+            for i in range(1, cap + 1):
+                hv = hessian_vector_product(h.gradsH, h.params, v)
+                val = (group_product(hv, v) / group_product(v, v)).item()
+                v = normalization(hv)
+                if abs(val - target) <= rel * abs(target):
+                    return i
+            return -1
+
+        return self.run(loop)[0]
+
+    def timed(self, iters: int) -> float:
+        t = time.perf_counter()
+        self.run(lambda h: h.eigenvalues(maxIter=iters, tol=0.0))
+        return time.perf_counter() - t
+
+    def default(self, top_n: int) -> tuple[list[float], int]:
+        (values, _), n = self.run(lambda h: h.eigenvalues(top_n=top_n))
+        return values, n
+
+
+def hvp_cell(n: int) -> str:
+    return ">2000" if n < 0 else str(n)
+
+
+def compare(name: str, p, x, y, loss: str, criterion) -> list[tuple[str, str]]:
+    exact = probes.eigenpairs(p, x, y, loss=loss, k=3, tol=1e-11, max_iter=400).values[0]
+    target = exact[0].item()
+    ref = PyHessian(p, x, y, criterion)
+    rows = [(f"{name}: top-3 Hessian eigenvalues", ", ".join(f"{v:.6g}" for v in exact))]
+    for rel in (1e-3, 1e-6):
+        ours, ours_t = lanczos_hvps_to(p, x, y, loss, target, rel)
+        power = ref.hvps_to(target, rel)
+        cell = f"{ours} / {hvp_cell(power)}"
+        if power > 0:
+            cell += f" = {power / ours:.1f}x fewer"
+            if rel == 1e-3:
+                cell += f"; time {ours_t * 1e3:.0f} ms / {ref.timed(power) * 1e3:.0f} ms"
+        rows.append((f"{name}: HVPs to {rel:.0e} rel, Lanczos / PyHessian power", cell))
+    pairs = probes.eigenpairs(p, x, y, loss=loss, k=3)
+    err = ((pairs.values[0] - exact).abs() / exact.abs()).max().item()
+    values, n = ref.default(3)
+    perr = max(abs(v - e) / abs(e) for v, e in zip(values, exact.tolist()))
+    rows.append((f"{name}: top-3 at default tol 1e-3, HVPs (max rel err)",
+                 f"Lanczos {int(pairs.hvps[0])} ({err:.0e}) / PyHessian top_n=3 {n} "
+                 f"({perr:.0e}) = {n / int(pairs.hvps[0]):.1f}x fewer"))
+    return rows
+
+
+def classifier(width: int):
+    return ws.models.mlp(width, depth=3, d_in=D_IN, d_out=10)
+
+
+def sharpness_rows(ens: ws.Ensemble) -> list[tuple[str, str]]:
+    x, y = gegenbauer_data(128, seed=-2)
+    rows = compare("MSE regression, width 256, after training", as_float64(mlp, ens),
+                   x.double(), y.double(), "mse", F.mse_loss)
+    labels = (x[:, :3] > 0).long() @ torch.tensor([1, 2, 4])
+    clf = ws.parametrize(classifier, 256, 64, "mup", "sgd", seed=0, dtype=torch.float64)
+    rows += compare("8-class CE, width 256, init", clf, x.double(), labels, "ce",
+                    F.cross_entropy)
+    m = members(ens)
+    hvp = make_hvp(m, member_loss_fn(m, x, y, "mse"))
+    v = torch.randn(ens.k, m.flat_size())
+    t = time.perf_counter()
+    for _ in range(20):
+        hvp(v)
+    batched = (time.perf_counter() - t) / 20
+    one = members(single_member(ens))
+    single = make_hvp(one, member_loss_fn(one, x, y, "mse"))
+    t = time.perf_counter()
+    for _ in range(20):
+        single(v[:1])
+    alone = (time.perf_counter() - t) / 20
+    rows.append(("one batched HVP for K=4 / one single-model HVP (float32)",
+                 f"{batched * 1e3:.2f} ms / {alone * 1e3:.2f} ms"))
+    return rows
 
 
 def single_member(ens: ws.Ensemble) -> ws.parametrization.Parametrized:
@@ -99,117 +273,26 @@ def single_member(ens: ws.Ensemble) -> ws.parametrization.Parametrized:
     return p
 
 
-def lanczos_hvps_to(p, x, y, target: float, rel: float) -> tuple[int, float]:
-    """Fewest Lanczos HVPs whose top Ritz value is within ``rel`` of ``target``, and the
-    time of that run."""
-    for m in range(1, 200):
-        t = time.perf_counter()
-        val = probes.eigenpairs(p, x, y, loss="mse", tol=0.0, max_iter=m).values[0, 0].item()
-        elapsed = time.perf_counter() - t
-        if abs(val - target) <= rel * abs(target):
-            return m, elapsed
-    return -1, float("nan")
-
-
-def power_hvps_to(p, x, y, target: float, rel: float) -> tuple[int, float, dict]:
-    """PyHessian's power iteration: HVPs to reach ``rel`` of ``target`` (its own loop,
-    replayed with its utilities), the time of ``eigenvalues(maxIter=that, tol=0)``, and
-    what its default stopping rule (tol=1e-3) returns."""
-    from pyhessian import hessian
-    from pyhessian.utils import group_product, hessian_vector_product, normalization
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        h = hessian(p.module, F.mse_loss, data=(x, y), cuda=False)
-        v = normalization([torch.randn_like(q) for q in h.params])
-        needed = -1
-        for i in range(1, 2001):
-            hv = hessian_vector_product(h.gradsH, h.params, v)
-            val = group_product(hv, v).item()
-            v = normalization(hv)
-            if abs(val - target) <= rel * abs(target):
-                needed = i
-                break
-        torch.manual_seed(0)
-        t = time.perf_counter()
-        h = hessian(p.module, F.mse_loss, data=(x, y), cuda=False)
-        h.eigenvalues(maxIter=max(needed, 1), tol=0.0)
-        elapsed = time.perf_counter() - t
-        torch.manual_seed(0)
-        h = hessian(p.module, F.mse_loss, data=(x, y), cuda=False)
-        counted = {"n": 0}
-        ph = sys.modules["pyhessian.hessian"]
-        original = ph.hessian_vector_product
-
-        def counting(*args):
-            counted["n"] += 1
-            return original(*args)
-
-        ph.hessian_vector_product = counting
-        try:
-            (default_val,), _ = h.eigenvalues()
-        finally:
-            ph.hessian_vector_product = original
-    for q in p.module.parameters():
-        q.grad = None
-    return needed, elapsed, {"hvps": counted["n"], "err": abs(default_val - target) / target}
-
-
-def sharpness_rows(ens: ws.Ensemble) -> list[tuple[str, str]]:
-    p = single_member(ens)
-    x, y = gegenbauer_data(128, seed=-2)
-    exact = probes.eigenpairs(p, x, y, loss="mse", tol=1e-10, max_iter=300)
-    target = exact.values[0, 0].item()
-    ours_n, ours_t = lanczos_hvps_to(p, x, y, target, 1e-3)
-    default = probes.eigenpairs(p, x, y, loss="mse")
-    d_err = abs(default.values[0, 0].item() - target) / target
-    power_n, power_t, power_default = power_hvps_to(p, x, y, target, 1e-3)
-    m = members(ens)
-    hvp = make_hvp(m, member_loss_fn(m, x, y, "mse"))
-    v = torch.randn(ens.k, m.flat_size())
-    t = time.perf_counter()
-    for _ in range(20):
-        hvp(v)
-    batched = (time.perf_counter() - t) / 20
-    single = make_hvp(members(p), member_loss_fn(members(p), x, y, "mse"))
-    t = time.perf_counter()
-    for _ in range(20):
-        single(v[:1])
-    one = (time.perf_counter() - t) / 20
-    return [
-        ("top Hessian eigenvalue (width 256, batch 128, trained)", f"{target:.6g}"),
-        ("HVPs to 1e-3 rel: Lanczos / PyHessian power",
-         f"{ours_n} / {power_n} = {power_n / ours_n:.1f}x fewer (target >= 5x)"),
-        ("time to 1e-3 rel: Lanczos / PyHessian", f"{ours_t * 1e3:.1f} ms / {power_t * 1e3:.1f} ms"
-         f" = {power_t / ours_t:.1f}x"),
-        ("default stop (tol=1e-3): Lanczos HVPs, rel err",
-         f"{int(default.hvps[0])}, {d_err:.1e}"),
-        ("default stop (tol=1e-3): PyHessian HVPs, rel err",
-         f"{power_default['hvps']}, {power_default['err']:.1e}"),
-        ("one batched HVP for K=4 / one single-model HVP",
-         f"{batched * 1e3:.2f} ms / {one * 1e3:.2f} ms ({4 * one / batched:.1f}x vs 4 singles)"),
-    ]
-
-
 def entk_worker(method: str) -> None:
-    torch.manual_seed(0)
-    factory = lambda w: ws.models.mlp(w, depth=3, d_in=D_IN, d_out=10)  # noqa: E731
-    p = ws.parametrize(factory, 512, 64, "mup", "sgd", seed=0)
+    p = ws.parametrize(classifier, 512, 64, "mup", "sgd", seed=0)
     x, _ = gegenbauer_data(256, seed=-3)
+    params = {n: q.detach() for n, q in p.net.named_parameters()}
+
+    def f(raw, inp):
+        eff = ws.parametrization.scale_params(raw, p.multipliers)
+        return functional_call(p.net, eff, (inp.unsqueeze(0),))[0]
+
+    def compute(inp):
+        if method == "structured":
+            return torch.as_tensor(probes.entk(p, inp, method="structured")["entk"].values)
+        jac = vmap(jacrev(f), in_dims=(None, 0))(params, inp)
+        return sum(torch.einsum("acn,bcn->ab", j.flatten(2), j.flatten(2))
+                   for j in jac.values()) / 10
+
+    compute(x[:4])
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t = time.perf_counter()
-    if method == "structured":
-        theta = torch.as_tensor(probes.entk(p, x, method="structured")["entk"].values)
-    else:
-        params = {n: q.detach() for n, q in p.net.named_parameters()}
-
-        def f(raw, inp):
-            eff = ws.parametrization.scale_params(raw, p.multipliers)
-            return functional_call(p.net, eff, (inp.unsqueeze(0),))[0]
-
-        jac = vmap(jacrev(f), in_dims=(None, 0))(params, x)
-        theta = sum(torch.einsum("acn,bcn->ab", j.flatten(2), j.flatten(2))
-                    for j in jac.values()) / 10
+    theta = compute(x)
     elapsed = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     torch.save(theta, f"/tmp/widthscan_entk_{method}.pt")
@@ -224,7 +307,7 @@ def entk_rows(threads: int, skip_reference: bool) -> list[tuple[str, str]]:
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     s = run("structured")
-    rows = [("eNTK structured (P=256, width 512, C=10)",
+    rows = [("eNTK traced, structured (P=256, width 512, C=10, after a warm-up call)",
              f"{s['time'] * 1e3:.0f} ms, peak RSS {s['peak_mb']:.0f} MB "
              f"(+{s['delta_mb']:.0f} MB)")]
     if not skip_reference:
@@ -252,7 +335,8 @@ def main() -> None:
     if args.entk_worker:
         entk_worker(args.entk_worker)
         return
-    rows, ens = overhead(args.steps)
+    rows, ens, sharp = overhead(args.steps)
+    rows += suite_vs_pyhessian(sharp)
     rows += sharpness_rows(ens)
     rows += entk_rows(args.threads, args.skip_entk_reference)
     print(f"torch {torch.__version__}, {args.threads} thread(s)\n")

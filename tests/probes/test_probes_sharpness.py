@@ -168,3 +168,14 @@ def test_diverged_member_gives_nan_without_spoiling_others():
     assert torch.isnan(torch.as_tensor(out[1])).all()
     torch.testing.assert_close(torch.as_tensor(out[0]), torch.as_tensor(clean[0]),
                                rtol=1e-10, atol=0)
+
+
+def test_lanczos_restarts_after_an_invariant_subspace():
+    d = torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0, -7.0], dtype=torch.float64)
+    hvp = lambda v: v * d  # noqa: E731
+    for start in (0, 2):
+        v0 = torch.zeros(1, 6, dtype=torch.float64)
+        v0[0, start] = 1.0
+        pairs = probes.lanczos(hvp, v0, k=3, tol=1e-12, max_iter=6)
+        torch.testing.assert_close(pairs.values[0], d[:3], rtol=1e-12, atol=0)
+        assert pairs.converged.all()

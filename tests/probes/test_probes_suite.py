@@ -161,3 +161,15 @@ def test_sequence_model_logits_at_predicted_positions():
     acc = probes.loss(ens, x, y)["probe_accuracy"].values
     hits = full[:, [0, 1, 2], [2, 5, 0]].argmax(-1) == np.array([4, 7, 1])
     np.testing.assert_allclose(acc, hits.mean(1))
+
+
+def test_bfloat16_ensembles_are_probed_in_float32():
+    ens = ws.Ensemble(mlp, 16, 8, "mup", "sgd", SEEDS, loss="mse", precision="bfloat16")
+    suite = ProbeSuite({name: {} for name in ALL}, 5)
+    out = suite.measure(list(ALL), ens, 0, PROBE_X, PROBE_Y, BATCH_X, BATCH_Y)
+    for name, meas in out.items():
+        for var, m in meas.items():
+            assert m.values.dtype != np.dtype("O"), (name, var)
+            if m.values.dtype.kind == "f" and var != "probe_accuracy":
+                assert np.isfinite(m.values).all(), (name, var)
+    assert out["logits"]["logits"].values.dtype == np.float32

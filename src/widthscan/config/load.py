@@ -1,4 +1,4 @@
-"""TOML in, validated ``SweepConfig`` out; every error names the field, the value and what is allowed."""
+"""TOML in, validated ``SweepConfig`` out; errors name the field, the value and what is allowed."""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ def register(name: str, family: Callable[..., nn.Module]) -> None:
 
 
 def family(name: str) -> Callable[..., nn.Module]:
-    """The family function registered as ``name``, or imported from ``"package.module:function"``."""
+    """The family registered as ``name``, or imported from ``"package.module:function"``."""
     if ":" in name:
         mod_name, _, fn_name = name.partition(":")
         try:

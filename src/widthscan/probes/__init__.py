@@ -3,15 +3,21 @@
 Every probe is a pure function of (model, data) returning ``dict[str, Measurement]``
 (see ``docs/data-model.md`` for variable names and dims). Pass a ``ws.Ensemble`` to
 get values with a leading member axis K, or a ``ws.Parametrized`` to get the same
-values without it. Probes never write files, never touch the global RNG and never
-change parameters.
+values without it (``dims`` always name the axes after the member axis, so for a
+Parametrized ``values.shape`` matches ``dims``). ``ProbeSuite.measure`` always keeps
+the member axis (K = 1 for a Parametrized). Probes never write files, never touch the
+global RNG and never change parameters or their ``.grad``.
 
     import widthscan as ws
     ws.probes.logits(ens, x)["logits"].values          # (K, P, C)
     ws.probes.sharpness(ens, xb, yb, k=2)["sharpness"]  # (K, 2), Lanczos on HVPs
     ws.probes.entk(ens, x)["entk"]                      # (K, P, P)
     suite = ws.probes.ProbeSuite({"loss": {}, "sharpness": {"k": 1}}, total_steps=1000)
-    suite.due(step); suite.measure(suite.due(step), ens, step, xp, yp, xb, yb)
+    suite.measure(suite.due(step), ens, step, xp, yp, xb, yb)  # probe -> var -> Measurement
+
+Variables beyond the data model's list: ``target_logit`` (sequence models: the correct
+token's logit at each predicted position) and ``sharpness_residual`` (relative Ritz
+residuals, an accuracy bound for ``sharpness``).
 """
 
 from widthscan.probes.features import attention, kernels, preactivations

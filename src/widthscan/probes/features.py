@@ -142,7 +142,7 @@ def measure_kernels(m: Members, x: torch.Tensor, layers: Sequence[str] | None = 
     p = values.shape[-1]
     coords = {"layer": np.array([s.label for s in specs]), "example": np.arange(p),
               "example2": np.arange(p)}
-    return {"kernel": m.finish(("layer", "example", "example2"), values, coords)}
+    return {"kernel": m.measurement(("layer", "example", "example2"), values, coords)}
 
 
 def preact_edges(values: Sequence[torch.Tensor], bins: int, range_std: float) -> torch.Tensor:
@@ -216,10 +216,10 @@ def measure_preactivations(m: Members, x: torch.Tensor, layers: Sequence[str] | 
     k = m.k
     labels = np.array([s.label for s in specs])
     return {
-        "preact_hist": m.finish(("layer", "bin"), hist, {"layer": labels}),
-        "preact_edges": m.finish(("layer", "bin_edge"), e.unsqueeze(0).expand(k, -1, -1),
+        "preact_hist": m.measurement(("layer", "bin"), hist, {"layer": labels}),
+        "preact_edges": m.measurement(("layer", "bin_edge"), e.unsqueeze(0).expand(k, -1, -1),
                                  {"layer": labels}),
-        "preact_stats": m.finish(("layer", "stat"), stats,
+        "preact_stats": m.measurement(("layer", "stat"), stats,
                                  {"layer": labels, "stat": np.array(STATS)}),
     }
 
@@ -247,7 +247,7 @@ def measure_attention(m: Members, x: torch.Tensor) -> dict[str, Measurement]:
     specs = attention_layers(m.net)
     maps = _capture(m, specs, x, lambda _layer, t: t[0])
     values = torch.stack(maps, 1)
-    return {"attention": m.finish(("layer", "head", "query", "key"), values,
+    return {"attention": m.measurement(("layer", "head", "query", "key"), values,
                                   {"layer": np.array([s.label for s in specs])})}
 
 

@@ -217,7 +217,7 @@ def lanczos(hvp: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor, k: in
             done |= new
         if bool(done.all()):
             break
-        breakdown = (b <= 1e-10 * norm_est[:, 0].clamp_min(eps)) & ~done
+        breakdown = (b <= max(1e-10, 100 * eps) * norm_est[:, 0].clamp_min(eps)) & ~done
         q = w.div_(b.to(dtype).clamp_min(tiny).unsqueeze(1))
         if breakdown.any():
             r = random_direction(n, seed, j, dtype, device).expand(kk, n)
@@ -270,9 +270,9 @@ def eigenpairs(model: Any, x: torch.Tensor, y: torch.Tensor, loss: str | None = 
 def sharpness_measurements(m: Members, pairs: Eigenpairs) -> dict[str, Measurement]:
     """``sharpness`` (K, k), ``sharpness_residual`` (K, k), ``sharpness_hvps`` (K,)."""
     return {
-        "sharpness": m.finish(("eigen",), pairs.values),
-        "sharpness_residual": m.finish(("eigen",), pairs.residuals),
-        "sharpness_hvps": m.finish((), pairs.hvps),
+        "sharpness": m.measurement(("eigen",), pairs.values),
+        "sharpness_residual": m.measurement(("eigen",), pairs.residuals),
+        "sharpness_hvps": m.measurement((), pairs.hvps),
     }
 
 

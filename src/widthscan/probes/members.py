@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
-from torch.utils._pytree import tree_map
 
 from widthscan.measurement import Measurement
 from widthscan.parametrization import Parametrized, scale_params
@@ -81,8 +80,7 @@ class Members:
         directly. ``fn`` must return tensors (or pytrees of them), never stash them.
         """
         if self.k == 1:
-            out = fn({n: p[0] for n, p in eff.items()}, *args)
-            return tree_map(lambda t: t.unsqueeze(0) if torch.is_tensor(t) else t, out)
+            return _unsqueeze(fn({n: p[0] for n, p in eff.items()}, *args))
         return vmap(fn, in_dims=(0, *([None] * len(args))), randomness="error")(dict(eff), *args)
 
     def apply(self, params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -95,7 +93,7 @@ class Members:
         """Number of parameters of one member."""
         return sum(p[0].numel() for p in self.params.values())
 
-    def finish(self, dims: tuple[str, ...], values: torch.Tensor | np.ndarray,
+    def measurement(self, dims: tuple[str, ...], values: torch.Tensor | np.ndarray,
                coords: Mapping[str, Any] | None = None) -> Measurement:
         """A Measurement of ``values`` (K, ...) as numpy, member axis kept (see ``public``)."""
         if torch.is_tensor(values):
@@ -105,6 +103,17 @@ class Members:
             values = values.cpu().numpy()
         clean = {d: np.asarray(c) for d, c in (coords or {}).items()}
         return Measurement(tuple(dims), np.asarray(values), clean or None)
+
+
+def _unsqueeze(tree: Any) -> Any:
+    """Add a leading axis of size 1 to every tensor in nested tuples, lists and dicts."""
+    if torch.is_tensor(tree):
+        return tree.unsqueeze(0)
+    if isinstance(tree, dict):
+        return {k: _unsqueeze(v) for k, v in tree.items()}
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(_unsqueeze(v) for v in tree)
+    return tree
 
 
 def members(model: Any) -> Members:

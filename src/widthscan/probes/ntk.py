@@ -161,7 +161,7 @@ def measure_entk(m: Members, x: torch.Tensor, trace: bool = True, chunk: int | N
     p = theta.shape[1]
     dims = ("example", "example2") if trace else ("example", "example2", "output", "output2")
     coords = {"example": np.arange(p), "example2": np.arange(p)}
-    return {"entk": m.finish(dims, theta, coords)}
+    return {"entk": m.measurement(dims, theta, coords)}
 
 
 def entk(model: Any, x: torch.Tensor, trace: bool = True, chunk: int | None = None,

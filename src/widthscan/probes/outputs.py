@@ -54,7 +54,7 @@ def measure_loss(m: Members, x: torch.Tensor, y: torch.Tensor, loss: str | None 
         acc = hits.flatten(1).sum(1).double() / valid.sum().clamp_min(1).double()
     else:
         acc = torch.full((m.k,), float("nan"), dtype=torch.float64)
-    return {"probe_loss": m.finish((), losses), "probe_accuracy": m.finish((), acc)}
+    return {"probe_loss": m.measurement((), losses), "probe_accuracy": m.measurement((), acc)}
 
 
 def measure_logits(m: Members, x: torch.Tensor, y: torch.Tensor | None = None,
@@ -73,7 +73,7 @@ def measure_logits(m: Members, x: torch.Tensor, y: torch.Tensor | None = None,
     out = forward(m, x, chunk) if out is None else out
     if out.ndim <= 3:
         out = out.reshape(m.k, out.shape[1], -1)
-        return {"logits": m.finish(("example", "output"), out,
+        return {"logits": m.measurement(("example", "output"), out,
                                    {"example": np.arange(out.shape[1])})}
     k, v = out.shape[0], out.shape[-1]
     flat = out.reshape(k, -1, v)
@@ -90,9 +90,9 @@ def measure_logits(m: Members, x: torch.Tensor, y: torch.Tensor | None = None,
     labels = idx.cpu().numpy()
     if target is not None:
         picked = flat[:, idx].gather(-1, target.view(1, -1, 1).expand(k, -1, 1))[..., 0]
-        result["target_logit"] = m.finish(("example",), picked, {"example": labels})
+        result["target_logit"] = m.measurement(("example",), picked, {"example": labels})
     sub = idx if n_full is None else idx[:n_full]
-    result["logits"] = m.finish(("example", "output"), flat[:, sub],
+    result["logits"] = m.measurement(("example", "output"), flat[:, sub],
                                 {"example": labels[: sub.numel()]})
     return result
 

@@ -10,16 +10,17 @@ from widthscan.config import ExecutorConfig
 from widthscan.sweep.plan import RunSpec
 
 RunFn = Callable[[RunSpec], dict]
+Results = Iterator[tuple[RunSpec, dict]]
 EXECUTORS = ("local", "dask", "submitit")
 
 
-def run_local(fn: RunFn, specs: list[RunSpec], cfg: ExecutorConfig) -> Iterator[tuple[RunSpec, dict]]:
+def run_local(fn: RunFn, specs: list[RunSpec], cfg: ExecutorConfig) -> Results:
     """In-process, one run after another."""
     for spec in specs:
         yield spec, fn(spec)
 
 
-def run_dask(fn: RunFn, specs: list[RunSpec], cfg: ExecutorConfig) -> Iterator[tuple[RunSpec, dict]]:
+def run_dask(fn: RunFn, specs: list[RunSpec], cfg: ExecutorConfig) -> Results:
     """dask.distributed: a LocalCluster of ``workers`` single-threaded processes, or the
     cluster at ``scheduler`` (dask-jobqueue, Kubernetes, ...). Tasks lost with a dead
     worker are retried ``retries`` times; runs resume from their checkpoints."""
@@ -59,7 +60,7 @@ class _SubmititRun:
         return submitit.helpers.DelayedSubmission(self, spec)
 
 
-def run_submitit(fn: RunFn, specs: list[RunSpec], cfg: ExecutorConfig) -> Iterator[tuple[RunSpec, dict]]:
+def run_submitit(fn: RunFn, specs: list[RunSpec], cfg: ExecutorConfig) -> Results:
     """SLURM job arrays through submitit (``cluster="local"`` runs them as local processes)."""
     import submitit
 
@@ -78,8 +79,7 @@ def run_submitit(fn: RunFn, specs: list[RunSpec], cfg: ExecutorConfig) -> Iterat
         yield spec, job.result()
 
 
-def get_executor(kind: str) -> Callable[[RunFn, list[RunSpec], ExecutorConfig],
-                                        Iterator[tuple[RunSpec, dict]]]:
+def get_executor(kind: str) -> Callable[[RunFn, list[RunSpec], ExecutorConfig], Results]:
     table = {"local": run_local, "dask": run_dask, "submitit": run_submitit}
     if kind not in table:
         raise ValueError(f"executor={kind!r}; allowed: {EXECUTORS}")

@@ -339,8 +339,10 @@ class SyntheticVision(Task):
     def _render(
         self, latent: Latent, device: torch.device, dtype: torch.dtype, augment: Any
     ) -> torch.Tensor:
-        comps, offset = self._on(device, dtype)
-        x = torch.addmm(offset, latent.to(device=device, dtype=dtype), comps)
+        """Decoded in float64 and rounded once: a float32 product's last bits depend on the
+        thread count, which would break bit-identical batches across processes."""
+        comps, offset = self._on(device, F64)
+        x = torch.addmm(offset, latent.to(device=device, dtype=F64), comps).to(dtype)
         return x if self.flatten else x.reshape(len(x), *self.image_shape)
 
     def _on(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
@@ -220,7 +221,8 @@ class Ensemble:
         every other leaf starts from ``.grad = None`` as after ``zero_grad``."""
         routed = self._in_place_weights()
         if not routed:
-            self.optimizer.zero_grad(set_to_none=True)
+            for p in self.params.values():  # zero_grad(set_to_none=True), without its overhead
+                p.grad = None
             return self.losses(x, y)
         mult = self.multipliers
         buffers: dict[str, torch.Tensor] = self.__dict__.setdefault("_grad_buffers", {})
@@ -271,16 +273,18 @@ class Ensemble:
         for g in self.optimizer.param_groups:
             g["lr"] = g["base_lr"] * factor
         losses = self._step_losses(x, y)
-        finite = torch.isfinite(losses.detach())
-        if not finite.all():  # one reduction and one sync; the per-member scan only when needed
-            ok = finite.tolist()
-            newly = [k for k in range(self.k) if self.diverged_at[k] is None and not ok[k]]
+        total = losses.sum()
+        # One sync per step: the sum is finite when every member's loss is, so the
+        # per-member scan runs only after a non-finite sum (or an overflowing one).
+        if self._frozen or not math.isfinite(total.item()):
+            finite = torch.isfinite(losses.detach()).tolist()
+            newly = [k for k in range(self.k) if self.diverged_at[k] is None and not finite[k]]
             if newly:
                 self._freeze(newly)
-        if self._frozen:
-            mask = self.diverged
-            losses = losses.masked_fill(mask, 0.0)
-        losses.sum().backward()
+            if self._frozen:
+                losses = losses.masked_fill(self.diverged, 0.0)
+                total = losses.sum()
+        total.backward()
         self.optimizer.step()
         if self._frozen:
             self._restore_frozen()

@@ -130,7 +130,7 @@ def main() -> None:
     ap.add_argument("--loss", choices=["mse", "ce"], default="mse")
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--momentum", type=float, default=0.9)
-    ap.add_argument("--repeats", type=int, default=3, help="median over this many timings")
+    ap.add_argument("--repeats", type=int, default=5, help="median over this many timings")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--flops-widths", type=int, nargs="*", default=[1024, 2048],
                     help="widths whose GFLOP/s is reported")

@@ -16,7 +16,9 @@ import math
 import resource
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -295,7 +297,7 @@ def entk_worker(method: str) -> None:
     theta = compute(x)
     elapsed = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    torch.save(theta, f"/tmp/widthscan_entk_{method}.pt")
+    torch.save(theta, Path(tempfile.gettempdir()) / f"widthscan_entk_{method}.pt")
     print(json.dumps({"time": elapsed, "peak_mb": peak / 1024, "delta_mb": (peak - before) / 1024}))
 
 
@@ -312,8 +314,8 @@ def entk_rows(threads: int, skip_reference: bool) -> list[tuple[str, str]]:
              f"(+{s['delta_mb']:.0f} MB)")]
     if not skip_reference:
         r = run("jacrev")
-        a = torch.load("/tmp/widthscan_entk_structured.pt")
-        b = torch.load("/tmp/widthscan_entk_jacrev.pt")
+        a = torch.load(Path(tempfile.gettempdir()) / "widthscan_entk_structured.pt")
+        b = torch.load(Path(tempfile.gettempdir()) / "widthscan_entk_jacrev.pt")
         err = ((a - b).abs().max() / b.abs().max()).item()
         rows += [
             ("eNTK vmap(jacrev) + einsum", f"{r['time'] * 1e3:.0f} ms, peak RSS "

@@ -1,5 +1,6 @@
 """Killed sweeps resume to the same numbers; locks; changed configs; divergence."""
 
+import json
 import random
 import signal
 import time
@@ -35,20 +36,35 @@ def assert_same_results(a: xr.Dataset, b: xr.Dataset) -> None:
         np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
 
 
+def steps_done(out) -> int:
+    total = 0
+    for path in out.rglob("status.json"):
+        try:
+            total += json.loads(path.read_text()).get("step", 0)
+        except (OSError, ValueError):
+            pass
+    return total
+
+
 def test_killed_sweep_resumes_to_identical_results(tmp_path, write_config):
-    config = write_config(small_config(steps=300, every=25, extra=PROBES))
+    """SIGKILL a sweep five times, each time once it has made progress past the last kill."""
+    config = write_config(small_config(steps=400, every=25, extra=PROBES))
     reference = tmp_path / "reference"
     finish(config, reference)
     out = tmp_path / "killed"
     rng = random.Random(0)
-    kills = 0
+    kills, last = 0, 0
     for _ in range(5):
         proc = cli("run", str(config), "-o", str(out), "--quiet")
-        time.sleep(rng.uniform(2.5, 6.0))
+        deadline = time.time() + 120
+        while proc.poll() is None and steps_done(out) <= last and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 0.8))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
         proc.communicate()
+        last = steps_done(out)
     assert kills >= 3
     finish(config, out)
     assert (load_status(out)["state"] == "done").all()

@@ -68,10 +68,11 @@ class TrainConfig(Strict):
 
 
 class ProbeConfig(Strict):
-    """When and how one probe runs: log-spaced steps plus a linear grid, plus options."""
+    """When and how one probe runs: log-spaced steps plus a linear grid (unset: the probe's
+    own default, dense for cheap probes, sparse for sharpness and eNTK), plus options."""
 
-    n_log: Annotated[int, Field(ge=0)] = 12
-    n_linear: Annotated[int, Field(ge=0)] = 4
+    n_log: Annotated[int, Field(ge=0)] | None = None
+    n_linear: Annotated[int, Field(ge=0)] | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
 

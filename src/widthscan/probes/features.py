@@ -135,7 +135,8 @@ def measure_kernels(m: Members, x: torch.Tensor, layers: Sequence[str] | None = 
         if layer.transform is not None:
             t = layer.transform(t)
         phi = pool_features(t.float() if t.dtype == torch.bfloat16 else t, pool)
-        return phi @ phi.T / phi.shape[1]
+        with torch.autocast(phi.device.type, enabled=False):
+            return phi @ phi.T / phi.shape[1]
 
     grams = _capture(m, specs, x, gram)
     values = torch.stack(grams, 1)

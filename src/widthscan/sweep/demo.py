@@ -22,7 +22,7 @@ name = "sgd"
 lr = 0.05
 
 [train]
-steps = 600
+steps = 400
 batch_size = 64
 checkpoint_every = 200
 

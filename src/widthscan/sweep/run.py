@@ -44,8 +44,11 @@ def build_probes(spec: RunSpec) -> probes.ProbeSuite | None:
     cfg = spec.sweep_config()
     if not cfg.probes:
         return None
-    chosen = {name: {"n_log": p.n_log, "n_linear": p.n_linear, **p.options}
-              for name, p in cfg.probes.items()}
+    chosen = {}
+    for name, p in cfg.probes.items():
+        pairs = (("n_log", p.n_log), ("n_linear", p.n_linear))
+        schedule = {k: v for k, v in pairs if v is not None}
+        chosen[name] = {**schedule, **p.options}
     return probes.ProbeSuite(chosen, cfg.train.steps)
 
 

@@ -39,7 +39,7 @@ n_linear = 1
 [probes.sharpness]
 n_log = 3
 n_linear = 2
-options = { k = 1, batch_size = 256, max_iter = 20 }
+options = { k = 1, batch_size = 128, max_iter = 20 }
 [probes.entk]
 n_log = 0
 n_linear = 1

@@ -48,7 +48,7 @@ def steps_done(out) -> int:
 
 def test_killed_sweep_resumes_to_identical_results(tmp_path, write_config):
     """SIGKILL a sweep five times, each time once it has made progress past the last kill."""
-    config = write_config(small_config(steps=400, every=25, extra=PROBES))
+    config = write_config(small_config(steps=1500, every=25, extra=PROBES))
     reference = tmp_path / "reference"
     finish(config, reference)
     out = tmp_path / "killed"
@@ -59,7 +59,7 @@ def test_killed_sweep_resumes_to_identical_results(tmp_path, write_config):
         deadline = time.time() + 120
         while proc.poll() is None and steps_done(out) <= last and time.time() < deadline:
             time.sleep(0.05)
-        time.sleep(rng.uniform(0.0, 0.8))
+        time.sleep(rng.uniform(0.0, 0.3))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1

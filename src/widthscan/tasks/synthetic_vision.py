@@ -314,20 +314,23 @@ class SyntheticVision(Task):
         """(PCA coordinates z (n, k) float32, the class each was sampled from (n,)).
 
         Class counts are drawn first; each class's examples are made as one contiguous block
-        (z = mean_c + eps @ chol_c'), and a random permutation then puts them in order.
+        (z = mean_c + eps @ chol_c', accumulated in float64 and rounded once so the bits do
+        not depend on the thread count), and a random permutation then puts them in order.
         """
         mean, chol = self._mean32, self._chol32
         counts = torch.bincount(
             torch.multinomial(self._prior, n, replacement=True, generator=gen),
             minlength=len(mean),
         ).tolist()
-        eps = torch.randn(n, mean.shape[1], generator=gen)
+        eps = torch.randn(n, mean.shape[1], generator=gen).to(F64)
         by_class = torch.empty_like(eps)
         start = 0
         for c, count in enumerate(counts):
             end = start + count
-            torch.addmm(mean[c], eps[start:end], chol[c].T, out=by_class[start:end])
+            torch.addmm(mean[c].to(F64), eps[start:end], chol[c].T.to(F64),
+                        out=by_class[start:end])
             start = end
+        by_class = by_class.to(torch.float32)
         cls = torch.repeat_interleave(torch.arange(len(mean)), torch.tensor(counts))
         perm = torch.randperm(n, generator=gen)
         return by_class.index_select(0, perm), cls.index_select(0, perm)

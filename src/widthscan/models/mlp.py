@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -43,8 +41,7 @@ class MLP(nn.Module):
                 h = act(h)
         return h
 
-    def forward_stacked(self, params: dict[str, torch.Tensor], x: torch.Tensor,
-                        linear: Callable | None = None) -> torch.Tensor:
+    def forward_stacked(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """K members at once with batched matmuls: params[name] has shape (K, ...);
         x is (batch, ...) shared by all members. Returns (K, batch, d_out).
 
@@ -53,22 +50,16 @@ class MLP(nn.Module):
         matmul already in the weight's (K, out, in) layout (``h @ W^T`` would give it
         transposed, and a transposing copy per step). The input layer, whose x is
         shared, is a single GEMM over all K * width units. The result is a
-        (K, batch, d_out) view of the feature-major readout.
-
-        ``linear(name, weight, bias, h)``, if given, may compute a layer instead: ``h`` is
-        (d_in, batch) for the input layer, else (K, in, batch); it returns (K, out, batch),
-        or None for the default. ``ws.Ensemble.step`` passes one that writes the large
-        weights' gradients into persistent buffers.
+        (K, batch, d_out) view of the feature-major readout. (``ws.Ensemble.step`` trains
+        through ``widthscan.train.mlp_backprop``, the same computation with a hand-written
+        backward.)
         """
         act = ACTIVATIONS[self.activation]
         h = x.flatten(1).t()
         for i, (name, _) in enumerate(self.layers()):
             w = params[f"{name}.weight"]
             b = params.get(f"{name}.bias")
-            out = None if linear is None else linear(name, w, b, h)
-            if out is not None:
-                h = out
-            elif i == 0:
+            if i == 0:
                 k, n_out, n_in = w.shape
                 w = w.reshape(k * n_out, n_in)
                 h = torch.mm(w, h) if b is None else torch.addmm(b.reshape(-1, 1), w, h)

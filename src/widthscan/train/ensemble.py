@@ -17,14 +17,13 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from widthscan.models.mlp import MLP
 from widthscan.parametrization import Parametrized, param_groups, parametrize, scale_params
+from widthscan.train import mlp_backprop
 from widthscan.train.losses import member_losses
 from widthscan.train.schedules import make_schedule
 
 PRECISIONS = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.float32}
 STACKING = ("auto", "vmap", "batched")
-_IN_PLACE_BYTES = 4 << 20  # stacked weights from this size keep persistent gradient buffers
 
 
 def _fused(groups: list[dict]) -> dict:
@@ -42,55 +41,6 @@ def _optimizer(name: str, groups: list[dict], lr: float, momentum: float, nester
                                **_fused(groups))
     cls = torch.optim.Adam if name == "adam" else torch.optim.AdamW
     return cls(groups, lr=lr, betas=betas, eps=eps, **_fused(groups))
-
-
-class _LinearGradInto(torch.autograd.Function):
-    """One stacked layer ``alpha * (W @ h) + b`` of ``MLP.forward_stacked`` (h feature-major:
-    (K, in, batch), or (in, batch) for the input shared by all members) whose backward
-    writes dL/dW into the buffer ``grad`` and gives autograd no gradient for W.
-
-    A fresh (K, out, in) gradient every step is costly on CPU: glibc serves blocks over
-    32 MiB with new mmaps, so each step would page-fault the whole gradient in and unmap
-    it at ``zero_grad`` (about a fifth of a step at width 1024, K=8). Writing into the
-    same buffer avoids both. ``alpha`` (the weight's multiplier) is folded into the GEMM
-    and into the small output gradient, never applied to a weight-sized tensor.
-    """
-
-    @staticmethod
-    def forward(ctx, h, w, b, alpha, grad):
-        ctx.save_for_backward(h, w)
-        ctx.alpha, ctx.grad = alpha, grad
-        k, n_out, n_in = w.shape
-        if h.dim() == 2:
-            w2 = w.reshape(k * n_out, n_in)
-            if b is not None:
-                return torch.addmm(b.reshape(-1, 1), w2, h, alpha=alpha).view(k, n_out, -1)
-            out = torch.mm(w2, h).view(k, n_out, -1)
-        elif b is not None:
-            return torch.baddbmm(b.unsqueeze(-1), w, h, alpha=alpha)
-        else:
-            out = torch.bmm(w, h)
-        return out if alpha == 1.0 else out.mul_(alpha)
-
-    @staticmethod
-    def backward(ctx, g):
-        h, w = ctx.saved_tensors
-        grad, ctx.grad = ctx.grad, None
-        gs = g if ctx.alpha == 1.0 else g * ctx.alpha
-        k, n_out, n_in = w.shape
-        grad_h = grad_b = None
-        if h.dim() == 2:
-            gs = gs.reshape(k * n_out, -1)
-            torch.mm(gs, h.t(), out=grad.view(k * n_out, n_in))
-            if ctx.needs_input_grad[0]:
-                grad_h = torch.mm(w.reshape(k * n_out, n_in).t(), gs)
-        else:
-            torch.bmm(gs, h.transpose(1, 2), out=grad)
-            if ctx.needs_input_grad[0]:
-                grad_h = torch.bmm(w.transpose(1, 2), gs)
-        if ctx.needs_input_grad[2]:
-            grad_b = g.sum(-1)
-        return grad_h, None, grad_b, None, None
 
 
 class Ensemble:
@@ -204,49 +154,42 @@ class Ensemble:
         with self._autocast():
             return member_losses(self.apply(self.params, x), y, self.loss)
 
-    def _in_place_weights(self) -> set[str]:
-        """Weights that ``step`` routes through ``_LinearGradInto``: those of our MLP of
-        at least ``_IN_PLACE_BYTES`` (smaller gradients are cheap to allocate, and plain
-        autograd has less per-layer overhead), in float32/float64."""
-        if (self.stacking != "batched" or self.precision == "bfloat16"
-                or type(self.net).forward_stacked is not MLP.forward_stacked):
-            return set()
-        names = (f"{name}.weight" for name, _ in self.net.layers())
-        return {n for n in names
-                if self.params[n].numel() * self.params[n].element_size() >= _IN_PLACE_BYTES}
+    def _manual_backprop(self) -> bool:
+        """Whether ``step`` uses the hand-written MLP backward (``mlp_backprop``)."""
+        return (self.stacking == "batched" and self.precision != "bfloat16"
+                and mlp_backprop.supports(self.net))
 
-    def _step_losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``losses(x, y)`` for ``step``, gradients reset: large MLP weights go through
-        ``_LinearGradInto`` (their gradients overwrite persistent ``.grad`` buffers),
-        every other leaf starts from ``.grad = None`` as after ``zero_grad``."""
-        routed = self._in_place_weights()
-        if not routed:
-            for p in self.params.values():  # zero_grad(set_to_none=True), without its overhead
-                p.grad = None
-            return self.losses(x, y)
-        mult = self.multipliers
-        buffers: dict[str, torch.Tensor] = self.__dict__.setdefault("_grad_buffers", {})
-        params = {}
+    def _grad_buffers(self) -> dict[str, torch.Tensor]:
+        """Persistent ``.grad`` tensors, one per stacked leaf, reused every step."""
+        buffers: dict[str, torch.Tensor] = self.__dict__.setdefault("_grads", {})
         for n, p in self.params.items():
-            if n in routed:
-                buf = buffers.get(n)
-                if buf is None or buf.shape != p.shape or buf.dtype != p.dtype:
-                    buf = buffers[n] = torch.zeros_like(p, memory_format=torch.contiguous_format)
-                p.grad = buf
-                params[n] = p  # raw: the multiplier goes into the GEMM
-            else:
-                p.grad = None
-                params[n] = p if mult[n] == 1.0 else p * mult[n]
+            buf = buffers.get(n)
+            if buf is None or buf.shape != p.shape or buf.dtype != p.dtype:
+                buffers[n] = torch.zeros_like(p, memory_format=torch.contiguous_format)
+            p.grad = buffers[n]
+        return buffers
 
-        def linear(name: str, w: torch.Tensor, b: torch.Tensor | None, h: torch.Tensor):
-            n = f"{name}.weight"
-            if n not in routed:
-                return None
-            return _LinearGradInto.apply(h, w, b, mult[n], buffers[n])
+    def _mark_diverged(self, losses: torch.Tensor) -> None:
+        finite = torch.isfinite(losses.detach()).tolist()
+        newly = [k for k in range(self.k) if self.diverged_at[k] is None and not finite[k]]
+        if newly:
+            self._freeze(newly)
 
+    @torch.no_grad()
+    def _manual_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Gradients of ``step`` by ``mlp_backprop``; returns the losses (K,)."""
         if x.is_floating_point() and x.dtype != self.dtype:
             x = x.to(self.dtype)
-        return member_losses(self.net.forward_stacked(params, x, linear=linear), y, self.loss)
+        out, saved = mlp_backprop.forward(self.net, self.params, self.multipliers, x)
+        losses, g_out = mlp_backprop.loss_and_grad(out, y, self.loss)
+        if self._frozen or not math.isfinite(losses.sum().item()):
+            self._mark_diverged(losses)
+            if self._frozen:
+                alive = ~self.diverged
+                g_out = torch.where(alive.view(-1, 1, 1), g_out, 0.0)
+        mlp_backprop.backward(self.net, self.params, self.multipliers, saved, g_out,
+                              self._grad_buffers())
+        return losses
 
     @property
     def diverged(self) -> torch.Tensor:
@@ -272,19 +215,21 @@ class Ensemble:
         factor = self.schedule(self.step_count)
         for g in self.optimizer.param_groups:
             g["lr"] = g["base_lr"] * factor
-        losses = self._step_losses(x, y)
-        total = losses.sum()
-        # One sync per step: the sum is finite when every member's loss is, so the
-        # per-member scan runs only after a non-finite sum (or an overflowing one).
-        if self._frozen or not math.isfinite(total.item()):
-            finite = torch.isfinite(losses.detach()).tolist()
-            newly = [k for k in range(self.k) if self.diverged_at[k] is None and not finite[k]]
-            if newly:
-                self._freeze(newly)
-            if self._frozen:
-                losses = losses.masked_fill(self.diverged, 0.0)
-                total = losses.sum()
-        total.backward()
+        if self._manual_backprop():
+            losses = self._manual_step(x, y)
+        else:
+            for p in self.params.values():  # zero_grad(set_to_none=True), without its overhead
+                p.grad = None
+            losses = self.losses(x, y)
+            total = losses.sum()
+            # One sync per step: the sum is finite when every member's loss is, so the
+            # per-member scan runs only after a non-finite sum (or an overflowing one).
+            if self._frozen or not math.isfinite(total.item()):
+                self._mark_diverged(losses)
+                if self._frozen:
+                    losses = losses.masked_fill(self.diverged, 0.0)
+                    total = losses.sum()
+            total.backward()
         self.optimizer.step()
         if self._frozen:
             self._restore_frozen()

@@ -132,6 +132,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="wall time, or process CPU time (steadier on a busy machine)")
+    parser.add_argument("--only", nargs="*", default=None, help="task names to run (default all)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -158,6 +159,8 @@ def main() -> None:
         print("min over repeats (median ratio in brackets)")
         print(f"{'task':<58}{'batch ms':>9}{'ex/s':>11}{'step ms':>9}{'ratio':>8}{'(median)':>10}")
         for name, opts in cases:
+            if args.only and name not in args.only:
+                continue
             try:
                 r = bench(name, opts, args.batch_size, args.repeats, device, args.clock)
             except ws_tasks.TaskDataError as err:

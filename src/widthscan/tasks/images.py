@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-from .augment import CropFlip, crop_flip, draw_crop_flip
+from .augment import CropFlip, crop_flip_padded, draw_crop_flip, pad
 from .base import Latent, Task
 from .errors import TaskConfigError, check_bool, check_int
 from .readers import ImageData, load_cifar10, load_idx_dataset
@@ -23,6 +23,13 @@ from .registry import register
 from .seeding import generator
 
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
+
+
+class TrainRows(NamedTuple):
+    """Latent of augmented training examples: their rows (int64, CPU) in the train split.
+    Rendering crops them straight from the padded train split."""
+
+    rows: torch.Tensor
 
 
 class ImageTask(Task):
@@ -54,6 +61,7 @@ class ImageTask(Task):
         self.channel_mean = torch.from_numpy(data.channel_mean)
         self.channel_std = torch.from_numpy(data.channel_std).clamp_min(1e-12)
         self._stats: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._padded: torch.Tensor | None = None
         shape = tuple(data.train_x.shape[1:])
         self.info.update(files=[str(p) for p in data.files], n_train_pool=len(self._train_x),
                          n_test=len(self._test_x), n_held_out=len(self._held_out))
@@ -68,7 +76,17 @@ class ImageTask(Task):
         return len(self._train_x)
 
     def _train_examples(self, idx: torch.Tensor) -> tuple[Latent, torch.Tensor]:
-        return self._train_x.index_select(0, idx), self._train_y.index_select(0, idx)
+        y = self._train_y.index_select(0, idx)
+        if self.augments:
+            return TrainRows(idx), y
+        return self._train_x.index_select(0, idx), y
+
+    def _padded_train(self) -> torch.Tensor:
+        """The train split zero-padded by `padding` (uint8, CPU), made on first use: with
+        augmentation it costs (H + 2p)(W + 2p) / (H W) times the split's memory."""
+        if self._padded is None:
+            self._padded = pad(self._train_x, self.padding)
+        return self._padded
 
     def _train_labels(self) -> torch.Tensor:
         return self._train_y
@@ -95,9 +113,10 @@ class ImageTask(Task):
         dtype: torch.dtype,
         augment: torch.Generator | None,
     ) -> torch.Tensor:
+        if isinstance(latent, TrainRows):
+            draws = self._draws(augment, len(latent.rows))
+            latent = crop_flip_padded(self._padded_train(), latent.rows, draws, self.padding)
         x = latent.to(device=device)
-        if augment is not None:
-            x = crop_flip(x, self._draws(augment, len(x)), self.padding)
         scale, shift = self._affine(device, dtype)
         x = x.to(dtype).mul_(scale).sub_(shift)
         return x.reshape(len(x), -1) if self.flatten else x

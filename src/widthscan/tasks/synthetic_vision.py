@@ -11,7 +11,8 @@ The fit is cached on disk (see `cache.py`).
 
 Latents (float32), labels and every random draw are computed on the CPU, identically on any
 machine; the decode to pixels is one matrix product in the requested dtype on the requested
-device (so x may differ in the last bit between devices or BLAS thread settings).
+device. On the CPU it runs on one thread, so its bits do not depend on the thread count (x
+may still differ in the last bit between CPU models or devices).
 
 Sources: "fashion_mnist" (idx files), "cifar10" (python pickle folder, `root` required),
 "digits" (scikit-learn's bundled 8x8 digits), "auto" (Fashion-MNIST if found, else digits).
@@ -120,6 +121,9 @@ def _chunks(n: int, size: int = 4096) -> list[slice]:
 def _one_thread() -> Iterator[None]:
     """Run torch on one thread, so that results do not depend on the thread count."""
     before = torch.get_num_threads()
+    if before == 1:
+        yield
+        return
     torch.set_num_threads(1)
     try:
         yield
@@ -266,8 +270,8 @@ class SyntheticVision(Task):
         self.fit = {k: torch.from_numpy(v) for k, v in fitted.items()}
         self.image_shape = tuple(int(s) for s in fitted["image_shape"])
         self._prior = self.fit["log_prior"].exp()
-        self._mean32 = self.fit["class_mean"].to(torch.float32)
-        self._chol32 = self.fit["class_chol"].to(torch.float32)
+        self._mean = self.fit["class_mean"].to(torch.float32)
+        self._chol_t = self.fit["class_chol"].to(torch.float32).transpose(1, 2).contiguous()
         self._device_fit: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, ...]] = {}
         z, cls = self.sample(generator(self.seed, "agreement"), 4096)
         self.info.update(source=used, cache=cache_path, n_components=len(fitted["components"]),
@@ -313,27 +317,22 @@ class SyntheticVision(Task):
     def sample(self, gen: torch.Generator, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(PCA coordinates z (n, k) float32, the class each was sampled from (n,)).
 
-        Class counts are drawn first; each class's examples are made as one contiguous block
-        (z = mean_c + eps @ chol_c', accumulated in float64 and rounded once so the bits do
-        not depend on the thread count), and a random permutation then puts them in order.
+        Classes c ~ prior and eps ~ N(0, I) are drawn first; z = mean_c + eps @ chol_c' for all
+        classes in one batched product (examples grouped by class, zero-padded to the largest
+        group), on one thread, so the bits do not depend on the thread count.
         """
-        mean, chol = self._mean32, self._chol32
-        counts = torch.bincount(
-            torch.multinomial(self._prior, n, replacement=True, generator=gen),
-            minlength=len(mean),
-        ).tolist()
-        eps = torch.randn(n, mean.shape[1], generator=gen).to(F64)
-        by_class = torch.empty_like(eps)
-        start = 0
-        for c, count in enumerate(counts):
-            end = start + count
-            torch.addmm(mean[c].to(F64), eps[start:end], chol[c].T.to(F64),
-                        out=by_class[start:end])
-            start = end
-        by_class = by_class.to(torch.float32)
-        cls = torch.repeat_interleave(torch.arange(len(mean)), torch.tensor(counts))
-        perm = torch.randperm(n, generator=gen)
-        return by_class.index_select(0, perm), cls.index_select(0, perm)
+        mean, chol_t = self._mean, self._chol_t
+        cls = torch.multinomial(self._prior, n, replacement=True, generator=gen)
+        eps = torch.randn(n, mean.shape[1], generator=gen)
+        counts = torch.bincount(cls, minlength=len(mean))
+        order = torch.argsort(cls, stable=True)
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(n) - (counts.cumsum(0) - counts)[cls[order]]
+        padded = eps.new_zeros(len(mean), int(counts.max()), mean.shape[1])
+        padded[cls, rank] = eps
+        with _one_thread():
+            z = torch.baddbmm(mean.unsqueeze(1), padded, chol_t)
+        return z[cls, rank], cls
 
     def _draw(self, gen: torch.Generator, n: int) -> tuple[Latent, torch.Tensor]:
         z, _ = self.sample(gen, n)
@@ -342,10 +341,12 @@ class SyntheticVision(Task):
     def _render(
         self, latent: Latent, device: torch.device, dtype: torch.dtype, augment: Any
     ) -> torch.Tensor:
-        """Decoded in float64 and rounded once: a float32 product's last bits depend on the
-        thread count, which would break bit-identical batches across processes."""
-        comps, offset = self._on(device, F64)
-        x = torch.addmm(offset, latent.to(device=device, dtype=F64), comps).to(dtype)
+        """One product in ``dtype``; on the CPU on one thread, since a multi-threaded GEMM's
+        last bits depend on the thread count (bit-identical batches across processes)."""
+        comps, offset = self._on(device, dtype)
+        z = latent.to(device=device, dtype=dtype)
+        with _one_thread() if device.type == "cpu" else contextlib.nullcontext():
+            x = torch.addmm(offset, z, comps)
         return x if self.flatten else x.reshape(len(x), *self.image_shape)
 
     def _on(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:

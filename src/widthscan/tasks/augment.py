@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -23,11 +22,12 @@ class CropFlip(NamedTuple):
 
 
 def draw_crop_flip(gen: torch.Generator, n: int, padding: int) -> CropFlip:
-    """Draw crop offsets and flips for `n` examples from `gen`."""
-    top = torch.randint(0, 2 * padding + 1, (n,), generator=gen)
-    left = torch.randint(0, 2 * padding + 1, (n,), generator=gen)
-    flip = torch.rand(n, generator=gen) < 0.5
-    return CropFlip(top, left, flip)
+    """Draw crop offsets and flips for `n` examples from `gen`: one uniform integer per
+    example over all (top, left, flip) combinations, so the three are independent and
+    uniform."""
+    side = 2 * padding + 1
+    code = torch.randint(0, 2 * side * side, (n,), generator=gen)
+    return CropFlip(code % side, code // side % side, code >= side * side)
 
 
 def pad(x: torch.Tensor, padding: int) -> torch.Tensor:
@@ -38,26 +38,22 @@ def pad(x: torch.Tensor, padding: int) -> torch.Tensor:
 def crop_flip_padded(
     padded: torch.Tensor, idx: torch.Tensor, draws: CropFlip, padding: int
 ) -> torch.Tensor:
-    """Crops of the already padded images `padded[idx]` (padded: (N, C, H + 2p, W + 2p) on
-    the CPU), each (H, W) at its (top, left) and mirrored where `flip`: (len(idx), C, H, W),
-    same dtype, on the CPU.
+    """Crops of the already padded images `padded[idx]` (padded: (N, C, H + 2p, W + 2p),
+    contiguous, on the CPU), each (H, W) at its (top, left) and mirrored where `flip`:
+    (len(idx), C, H, W), same dtype, on the CPU.
 
-    The selected images and their mirror images are copied whole (contiguous blocks), then
-    one fancy-indexing copy takes every example's window from a zero-copy strided view that
-    has an (H, W) window at every (image, top, left). A mirrored crop at `left` is the crop
-    of the mirrored padded image at 2 * padding - left.
+    One fancy-indexing copy takes every example's window straight from a zero-copy strided
+    view of the pool that has an (H, W) window at every (image, top, left); the mirrored
+    crops are then reversed in place.
     """
-    b = len(idx)
-    _, c, hp, wp = padded.shape
+    n, c, hp, wp = padded.shape
     h, w = hp - 2 * padding, wp - 2 * padding
-    chosen = padded.index_select(0, idx)
-    both = torch.cat([chosen, chosen.flip(-1)])
-    windows = both.as_strided((2 * b, hp - h + 1, wp - w + 1, c, h, w),
-                              (c * hp * wp, wp, 1, hp * wp, wp, 1)).numpy()
+    windows = padded.as_strided((n, hp - h + 1, wp - w + 1, c, h, w),
+                                (c * hp * wp, wp, 1, hp * wp, wp, 1)).numpy()
+    out = windows[idx.numpy(), draws.top.numpy(), draws.left.numpy()]
     flip = draws.flip.numpy()
-    image = np.arange(b) + b * flip
-    left = np.where(flip, 2 * padding - draws.left.numpy(), draws.left.numpy())
-    return torch.from_numpy(windows[image, draws.top.numpy(), left])
+    out[flip] = out[flip, ..., ::-1]
+    return torch.from_numpy(out)
 
 
 def crop_flip(x: torch.Tensor, draws: CropFlip, padding: int) -> torch.Tensor:

@@ -304,9 +304,9 @@ class Task(abc.ABC):
                 f" epochs={self.epochs} of n_train={n} (at most {self.epochs * n} examples)"
             )
         first, last = start // n, (stop - 1) // n
-        pos = torch.arange(start, stop, dtype=torch.int64)
         if first == last:
-            return self._order(first)[pos - first * n]
+            return self._order(first)[start - first * n:stop - first * n]
+        pos = torch.arange(start, stop, dtype=torch.int64)
         out = torch.empty(batch_size, dtype=torch.int64)
         epoch = torch.div(pos, n, rounding_mode="floor")
         for e in range(first, last + 1):
@@ -336,13 +336,13 @@ class Task(abc.ABC):
                 self._pool = (latent, y)
             latent, y = self._pool
             return index_latent(latent, idx), y.index_select(0, idx)
-        if self._subset is None:
-            if self.mode == "offline":
+        if self.mode == "offline":
+            if self._subset is None:
                 perm = torch.randperm(finite, generator=generator(self.seed, "subset"))
                 self._subset = perm[: self.n_train]
-            else:
-                self._subset = torch.arange(finite)
-        data_idx = self._subset[idx]
+            data_idx = self._subset[idx]
+        else:
+            data_idx = idx
         latent, y = self._train_examples(data_idx)
         if self.label_noise > 0:
             if self._noisy is None:

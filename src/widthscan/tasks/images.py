@@ -118,16 +118,16 @@ class ImageTask(Task):
             latent = crop_flip_padded(self._padded_train(), latent.rows, draws, self.padding)
         x = latent.to(device=device)
         scale, shift = self._affine(device, dtype)
-        x = x.to(dtype).mul_(scale).sub_(shift)
+        x = x.to(dtype).mul_(scale).add_(shift)
         return x.reshape(len(x), -1) if self.flatten else x
 
     def _affine(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
-        """Per-channel (scale, shift) with x = pixel * scale - shift = (pixel/255 - mean) / std."""
+        """Per-channel (scale, shift) with x = pixel * scale + shift = (pixel/255 - mean) / std."""
         key = (device, dtype)
         if key not in self._stats:
             shape = (1, -1, 1, 1)
             scale = 1.0 / (255.0 * self.channel_std)
-            shift = self.channel_mean / self.channel_std
+            shift = -self.channel_mean / self.channel_std
             self._stats[key] = (
                 scale.to(device=device, dtype=dtype).reshape(shape),
                 shift.to(device=device, dtype=dtype).reshape(shape),

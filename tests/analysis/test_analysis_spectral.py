@@ -112,6 +112,22 @@ def test_entk_spectrum_of_ensembled_kernel():
         np.testing.assert_allclose(means[0, i, t] @ vecs, vecs * lam, atol=1e-9)
 
 
+def test_entk_spectrum_of_a_diverged_member_is_nan_and_the_rest_intact():
+    ds, _ = entk_ds()
+    clean = entk_spectrum(ds, targets=np.arange(9.0))
+    ds["entk"][0, 0, 1, 1, 2, 3] = np.nan
+    out = entk_spectrum(ds, targets=np.arange(9.0))
+    for var in ("eigenvalues", "task_power"):
+        bad = out[var].isel(param=0, width=0, entk_step=1)
+        assert np.isnan(bad).all()
+        keep = {"width": 1}
+        np.testing.assert_array_equal(out[var].isel(keep), clean[var].isel(keep))
+        np.testing.assert_array_equal(out[var].isel(width=0, entk_step=0),
+                                      clean[var].isel(width=0, entk_step=0))
+    single = task_power(ds["entk"][0, 0, 1, 1].values, np.arange(9.0))
+    assert np.isnan(single).all()
+
+
 def test_entk_flow_loss_uses_the_after_kernel():
     ds, means = entk_ds()
     y = np.random.default_rng(6).normal(size=9)

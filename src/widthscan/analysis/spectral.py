@@ -20,9 +20,15 @@ _KDIMS = ("example", "example2")
 
 
 def _eigh_desc(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvalues (..., P) descending and eigenvectors (..., P, P) as columns."""
+    """Eigenvalues (..., P) descending and eigenvectors (..., P, P) as columns; all NaN for
+    a matrix with a non-finite entry (e.g. the kernel of a diverged member)."""
     k = np.asarray(k, np.float64)
-    vals, vecs = np.linalg.eigh((k + np.swapaxes(k, -1, -2)) / 2)
+    sym = (k + np.swapaxes(k, -1, -2)) / 2
+    finite = np.isfinite(sym).all(axis=(-2, -1))
+    vals = np.full(sym.shape[:-1], np.nan)
+    vecs = np.full(sym.shape, np.nan)
+    if finite.any():
+        vals[finite], vecs[finite] = np.linalg.eigh(sym[finite])
     return vals[..., ::-1], vecs[..., ::-1]
 
 

@@ -6,9 +6,11 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from widthscan import probes
+from widthscan.measurement import Measurement
 from widthscan.store import RunStore, run_dir
 from widthscan.sweep.plan import (
     RunSpec,
@@ -154,6 +156,8 @@ def _train(spec: RunSpec, store: RunStore, task, ens: Ensemble, suite, tracker) 
         px, py = px.to(device), py.to(device)
         if px.is_floating_point():
             px = px.to(dtype)
+        if task.spec.seq_len is None:
+            store.write_probe("targets", 0, {"targets": probe_targets(py, ens.k)})
         sharp = suite.options.get("sharpness", {}).get("batch_size") or train.batch_size
         bx, by = task.batch(0, sharp, device=device, dtype=dtype)
 
@@ -165,6 +169,14 @@ def _train(spec: RunSpec, store: RunStore, task, ens: Ensemble, suite, tracker) 
         hooks.probes_due = lambda t: bool(suite.due(t))
         hooks.on_probe = on_probe
     return train_loop(ens, batch, train.steps, hooks)
+
+
+def probe_targets(y: torch.Tensor, k: int) -> Measurement:
+    """The probe set's targets as a probe variable (the same for all k members): class
+    labels (P,) with dims ("example",), regression targets (P, C) ("example", "output")."""
+    t = y.detach().cpu().numpy()
+    dims = ("example",) if t.ndim == 1 else ("example", "output")
+    return Measurement(dims, np.broadcast_to(t, (k, *t.shape)), {"example": np.arange(len(t))})
 
 
 def run_path(spec: RunSpec) -> Path:

@@ -85,6 +85,9 @@ def clip_outliers(ax, *arrays: Any, factor: float = 10.0, bottom: bool = False,
     if bottom:  # pin the low end to the data of ``arrays`` (other artists may reach lower)
         lo = max(low, limit_lo)
         ax.set_ylim(bottom=lo / 1.5 if log else lo - 0.05 * span)
+        if note and low < limit_lo:
+            ax.text(0.01, 0.01, f"values down to {low:.3g} off scale", transform=ax.transAxes,
+                    ha="left", va="bottom", fontsize=9, color="0.35")
 
 
 def log_x(ax, *arrays: Any, base: float = 10) -> None:

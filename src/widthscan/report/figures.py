@@ -84,7 +84,8 @@ def width_curves(
         step_axis(ax, main[sd].values)
     if logy:
         log_y(axes[0, 0], main, single)
-    clip_outliers(axes[0, 0], main, single)
+    lines = [v for refs in (hlines or {}).values() for v, _ in refs if isinstance(v, xr.DataArray)]
+    clip_outliers(axes[0, 0], main, single, *lines, bottom=bool(lines) and not logy)
     axes[0, 0].set_ylabel(ylabel)
     fig_legend(fig, (single_handles() if single is not None else []) + handles)
     return finish(fig, title, widths, axes)

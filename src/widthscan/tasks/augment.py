@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -26,8 +27,9 @@ def draw_crop_flip(gen: torch.Generator, n: int, padding: int) -> CropFlip:
     example over all (top, left, flip) combinations, so the three are independent and
     uniform."""
     side = 2 * padding + 1
-    code = torch.randint(0, 2 * side * side, (n,), generator=gen)
-    return CropFlip(code % side, code // side % side, code >= side * side)
+    code = torch.randint(0, 2 * side * side, (n,), generator=gen).numpy()
+    q, r = np.divmod(code, side)
+    return CropFlip(torch.from_numpy(r), torch.from_numpy(q % side), torch.from_numpy(q >= side))
 
 
 def pad(x: torch.Tensor, padding: int) -> torch.Tensor:

@@ -185,3 +185,10 @@ def test_sharpness_threshold_follows_a_logged_schedule(tmp_path):
     built = build(small, tmp_path)
     assert built.page.sections == ["verdict", "sharpness", "config"]
     assert "the logged learning rate" in built.source
+
+
+def test_preactivation_scale_figure_follows_preact_stats(full, tmp_path):
+    assert "preact_scale" in full.page.figures
+    without = build(synthetic_dataset().drop_vars("preact_stats"), tmp_path)
+    assert "preactivations" in without.page.sections
+    assert "preact_scale" not in without.page.figures

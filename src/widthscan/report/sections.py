@@ -189,6 +189,17 @@ def preactivations(ctx: Context) -> SectionOut:
         cap2 = ("Wasserstein-1 distance between each width's histogram (seeds pooled) and the "
                 "widest's (analysis.preactivation_distance, ensemble=True).")
         figs.append(ctx.figure("preact_distance", fig2, cap2))
+    if ctx.has("preact_stats") and "std" in ds["preact_stats"]["stat"].values:
+        std = ctx.sel_layer(ensemble_mean(ds["preact_stats"].sel(stat="std")), "preact_stats")
+        fig3 = figures.width_curves(
+            std, logy=True, ylabel="preactivation std (preactivation units)",
+            title=f"Preactivation scale over training{_layer_text(ctx, 'preact_stats')}, "
+                  "across widths (coordinate check)")
+        cap3 = ("Standard deviation of the layer's preactivations over units and probe "
+                "examples, mean over seeds. A parameterization with a width-independent "
+                "feature-learning limit keeps one curve for every width; SP's drift with width "
+                "as training moves the features.")
+        figs.append(ctx.figure("preact_scale", fig3, cap3))
     return SectionOut("preactivations", "Preactivation distributions", figures=figs)
 
 

@@ -161,13 +161,20 @@ class Context:
         return float(value) if isinstance(value, int | float) else None
 
     def targets(self) -> xr.DataArray | None:
-        """``ds["targets"]`` reduced to (example[, output]) (the same for every member)."""
+        """``ds["targets"]`` reduced to (example[, output]) (the same for every member).
+        Targets with one value per example are class labels (regression targets carry an
+        output dim), returned as int64 (the loader stores every variable as float)."""
         if not self.has("targets"):
             return None
         t = self.ds["targets"]
         extra = {d: 0 for d in t.dims
                  if d in ("param", "width", "seed") or str(d).endswith("_step")}
-        return t.isel(extra) if extra else t
+        t = t.isel(extra) if extra else t
+        if t.ndim == 1 and not np.issubdtype(t.dtype, np.integer):
+            v = t.values
+            if np.isfinite(v).all() and np.array_equal(v, np.round(v)):
+                t = t.astype(np.int64)
+        return t
 
     # ------------------------------------------------------------ analysis results
 

@@ -12,7 +12,10 @@ The fit is cached on disk (see `cache.py`).
 Latents (float32), labels and every random draw are computed on the CPU, identically on any
 machine; the decode to pixels is one matrix product in the requested dtype on the requested
 device. On the CPU it runs on one thread, so its bits do not depend on the thread count (x
-may still differ in the last bit between CPU models or devices).
+may still differ in the last bit between CPU models or devices). torch's thread count is
+process-wide: training in another Python thread while `batch` runs would briefly run on one
+thread too (slower, and its last bits could change), so draw batches from the training
+thread, as `widthscan run` does.
 
 Sources: "fashion_mnist" (idx files), "cifar10" (python pickle folder, `root` required),
 "digits" (scikit-learn's bundled 8x8 digits), "auto" (Fashion-MNIST if found, else digits).
@@ -24,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -117,18 +121,26 @@ def _chunks(n: int, size: int = 4096) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
+_PIN = threading.Lock()
+
+
 @contextlib.contextmanager
 def _one_thread() -> Iterator[None]:
-    """Run torch on one thread, so that results do not depend on the thread count."""
-    before = torch.get_num_threads()
-    if before == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    """Run torch on one thread, so that results do not depend on the thread count.
+
+    torch's thread count is process-wide: torch work in *other* Python threads meanwhile
+    also runs on one thread. The lock keeps concurrent callers from restoring each other's
+    setting."""
+    with _PIN:
+        before = torch.get_num_threads()
+        if before == 1:
+            yield
+            return
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
 
 def _float32_grid(t: torch.Tensor) -> np.ndarray:

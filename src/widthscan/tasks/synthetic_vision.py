@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .base import Latent, Task
 from .cache import cache_dir, cache_key, load_npz, save_npz
@@ -336,11 +337,9 @@ class SyntheticVision(Task):
         mean, chol_t = self._mean, self._chol_t
         cls = torch.multinomial(self._prior, n, replacement=True, generator=gen)
         eps = torch.randn(n, mean.shape[1], generator=gen)
-        counts = torch.bincount(cls, minlength=len(mean))
-        order = torch.argsort(cls, stable=True)
-        rank = torch.empty_like(order)
-        rank[order] = torch.arange(n) - (counts.cumsum(0) - counts)[cls[order]]
-        padded = eps.new_zeros(len(mean), int(counts.max()), mean.shape[1])
+        seen = F.one_hot(cls, len(mean)).cumsum(0).gather(1, cls.unsqueeze(1)).squeeze(1)
+        rank = seen.sub_(1)  # examples of the same class before this one
+        padded = eps.new_zeros(len(mean), int(rank.max()) + 1, mean.shape[1])
         padded[cls, rank] = eps
         with _one_thread():
             z = torch.baddbmm(mean.unsqueeze(1), padded, chol_t)

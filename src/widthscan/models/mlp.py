@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -41,7 +43,9 @@ class MLP(nn.Module):
                 h = act(h)
         return h
 
-    def forward_stacked(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    def forward_stacked(self, params: dict[str, torch.Tensor], x: torch.Tensor,
+                        multipliers: Mapping[str, float] | None = None,
+                        on_layer: Callable | None = None) -> torch.Tensor:
         """K members at once with batched matmuls: params[name] has shape (K, ...);
         x is (batch, ...) shared by all members. Returns (K, batch, d_out).
 
@@ -50,26 +54,38 @@ class MLP(nn.Module):
         matmul already in the weight's (K, out, in) layout (``h @ W^T`` would give it
         transposed, and a transposing copy per step). The input layer, whose x is
         shared, is a single GEMM over all K * width units. The result is a
-        (K, batch, d_out) view of the feature-major readout. (``ws.Ensemble.step`` trains
-        through ``widthscan.train.mlp_backprop``, the same computation with a hand-written
-        backward.)
+        (K, batch, d_out) view of the feature-major readout.
+
+        ``multipliers`` (name -> float), if given, are the forward multipliers of raw
+        ``params``, folded into the GEMMs (else ``params`` are the effective weights).
+        ``on_layer(h, z, a)``, if given, sees every layer's input h ((d_in, batch) for the
+        input layer, else (K, in, batch)), its preactivation z (K, out, batch) and its
+        activation a (None for the readout): ``widthscan.train.mlp_backprop`` keeps what its
+        hand-written backward needs this way.
         """
         act = ACTIVATIONS[self.activation]
         h = x.flatten(1).t()
-        for i, (name, _) in enumerate(self.layers()):
+        for name, _ in self.layers():
             w = params[f"{name}.weight"]
             b = params.get(f"{name}.bias")
-            if i == 0:
-                k, n_out, n_in = w.shape
-                w = w.reshape(k * n_out, n_in)
-                h = torch.mm(w, h) if b is None else torch.addmm(b.reshape(-1, 1), w, h)
-                h = h.view(k, n_out, -1)
+            alpha = 1.0 if multipliers is None else multipliers[f"{name}.weight"]
+            if b is not None and multipliers is not None and multipliers[f"{name}.bias"] != 1.0:
+                b = b * multipliers[f"{name}.bias"]
+            k, n_out, n_in = w.shape
+            if h.dim() == 2:
+                w2 = w.reshape(k * n_out, n_in)
+                z = (torch.mm(w2, h) if b is None
+                     else torch.addmm(b.reshape(-1, 1), w2, h, alpha=alpha)).view(k, n_out, -1)
             elif b is None:
-                h = torch.bmm(w, h)
+                z = torch.bmm(w, h)
             else:
-                h = torch.baddbmm(b.unsqueeze(-1), w, h)
-            if name != "readout":
-                h = act(h)
+                z = torch.baddbmm(b.unsqueeze(-1), w, h, alpha=alpha)
+            if b is None and alpha != 1.0:
+                z.mul_(alpha)
+            a = None if name == "readout" else act(z)
+            if on_layer is not None:
+                on_layer(h, z, a)
+            h = z if a is None else a
         return h.transpose(1, 2)
 
 

@@ -337,8 +337,8 @@ class SyntheticVision(Task):
         mean, chol_t = self._mean, self._chol_t
         cls = torch.multinomial(self._prior, n, replacement=True, generator=gen)
         eps = torch.randn(n, mean.shape[1], generator=gen)
-        seen = F.one_hot(cls, len(mean)).cumsum(0).gather(1, cls.unsqueeze(1)).squeeze(1)
-        rank = seen.sub_(1)  # examples of the same class before this one
+        # rank: how many examples of the same class come before this one
+        rank = F.one_hot(cls, len(mean)).cumsum(0).gather(1, cls.unsqueeze(1)).squeeze(1) - 1
         padded = eps.new_zeros(len(mean), int(rank.max()) + 1, mean.shape[1])
         padded[cls, rank] = eps
         with _one_thread():

@@ -119,6 +119,7 @@ class Ensemble:
         self.step_count = 0
         self.diverged_at: list[int | None] = [None] * len(seeds)
         self._frozen: dict[int, dict[str, torch.Tensor]] = {}
+        self._grads: dict[str, torch.Tensor] = {}
 
     @property
     def k(self) -> int:
@@ -160,20 +161,27 @@ class Ensemble:
                 and mlp_backprop.supports(self.net))
 
     def _grad_buffers(self) -> dict[str, torch.Tensor]:
-        """Persistent ``.grad`` tensors, one per stacked leaf, reused every step."""
-        buffers: dict[str, torch.Tensor] = self.__dict__.setdefault("_grads", {})
+        """Persistent ``.grad`` tensors, one per stacked leaf, made on first use and reused
+        every step."""
+        if not self._grads:
+            self._grads = {n: torch.zeros_like(p, memory_format=torch.contiguous_format)
+                           for n, p in self.params.items()}
         for n, p in self.params.items():
-            buf = buffers.get(n)
-            if buf is None or buf.shape != p.shape or buf.dtype != p.dtype:
-                buffers[n] = torch.zeros_like(p, memory_format=torch.contiguous_format)
-            p.grad = buffers[n]
-        return buffers
+            p.grad = self._grads[n]
+        return self._grads
 
-    def _mark_diverged(self, losses: torch.Tensor) -> None:
+    def _dead(self, losses: torch.Tensor) -> torch.Tensor | None:
+        """Marks members whose loss is non-finite as diverged (at this step); returns the
+        mask (K,) of all diverged members, or None while every member is alive. One host
+        sync per step: the sum is finite when every member's loss is, so the per-member
+        scan runs only after a non-finite sum (or an overflowing one)."""
+        if not self._frozen and math.isfinite(losses.detach().sum().item()):
+            return None
         finite = torch.isfinite(losses.detach()).tolist()
         newly = [k for k in range(self.k) if self.diverged_at[k] is None and not finite[k]]
         if newly:
             self._freeze(newly)
+        return self.diverged if self._frozen else None
 
     @torch.no_grad()
     def _manual_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -182,11 +190,9 @@ class Ensemble:
             x = x.to(self.dtype)
         out, saved = mlp_backprop.forward(self.net, self.params, self.multipliers, x)
         losses, g_out = mlp_backprop.loss_and_grad(out, y, self.loss)
-        if self._frozen or not math.isfinite(losses.sum().item()):
-            self._mark_diverged(losses)
-            if self._frozen:
-                alive = ~self.diverged
-                g_out = torch.where(alive.view(-1, 1, 1), g_out, 0.0)
+        dead = self._dead(losses)
+        if dead is not None:
+            g_out = torch.where(dead.view(-1, 1, 1), 0.0, g_out)
         mlp_backprop.backward(self.net, self.params, self.multipliers, saved, g_out,
                               self._grad_buffers())
         return losses
@@ -221,15 +227,10 @@ class Ensemble:
             for p in self.params.values():  # zero_grad(set_to_none=True), without its overhead
                 p.grad = None
             losses = self.losses(x, y)
-            total = losses.sum()
-            # One sync per step: the sum is finite when every member's loss is, so the
-            # per-member scan runs only after a non-finite sum (or an overflowing one).
-            if self._frozen or not math.isfinite(total.item()):
-                self._mark_diverged(losses)
-                if self._frozen:
-                    losses = losses.masked_fill(self.diverged, 0.0)
-                    total = losses.sum()
-            total.backward()
+            dead = self._dead(losses)
+            if dead is not None:
+                losses = losses.masked_fill(dead, 0.0)
+            losses.sum().backward()
         self.optimizer.step()
         if self._frozen:
             self._restore_frozen()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from widthscan.models.mlp import ACTIVATIONS, MLP
+from widthscan.models.mlp import MLP
 from widthscan.train.losses import IGNORE_INDEX, LOSSES
 
 _SAVES_PREACTIVATION = {"gelu", "silu"}
@@ -39,32 +39,18 @@ def supports(net: torch.nn.Module) -> bool:
 def forward(net: MLP, params: Mapping[str, torch.Tensor], multipliers: Mapping[str, float],
             x: torch.Tensor) -> tuple[torch.Tensor, Saved]:
     """Outputs (K, d_out, batch), feature-major, of raw stacked ``params`` on a shared x
-    (batch, ...), and what ``backward`` needs. Multipliers go into the GEMMs."""
-    act = ACTIVATIONS[net.activation]
+    (batch, ...), and what ``backward`` needs (``MLP.forward_stacked`` with the multipliers
+    folded into its GEMMs)."""
     keep_pre = net.activation in _SAVES_PREACTIVATION
     saved = Saved()
-    h = x.flatten(1).t()
-    for name, _ in net.layers():
-        w, alpha = params[f"{name}.weight"], multipliers[f"{name}.weight"]
-        b = params.get(f"{name}.bias")
-        if b is not None and multipliers[f"{name}.bias"] != 1.0:
-            b = b * multipliers[f"{name}.bias"]
+
+    def keep(h: torch.Tensor, z: torch.Tensor, a: torch.Tensor | None) -> None:
         saved.inputs.append(h)
-        k, n_out, n_in = w.shape
-        if h.dim() == 2:
-            w2 = w.reshape(k * n_out, n_in)
-            z = (torch.mm(w2, h) if b is None
-                 else torch.addmm(b.reshape(-1, 1), w2, h, alpha=alpha)).view(k, n_out, -1)
-        else:
-            z = torch.bmm(w, h) if b is None else torch.baddbmm(b.unsqueeze(-1), w, h,
-                                                                 alpha=alpha)
-        if b is None and alpha != 1.0:
-            z.mul_(alpha)
-        if name == "readout":
-            return z, saved
-        h = act(z)
-        saved.acts.append(z if keep_pre else h)
-    raise AssertionError("MLP.layers() ends with the readout")
+        if a is not None:
+            saved.acts.append(z if keep_pre else a)
+
+    out = net.forward_stacked(params, x, multipliers, keep)
+    return out.transpose(1, 2), saved
 
 
 def loss_and_grad(out: torch.Tensor, y: torch.Tensor, loss: str

@@ -9,21 +9,31 @@ follow run on the requested device).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
+from typing import Any
 
 import torch
 
 MAX_SEED = 2**63 - 1
 
 
+@functools.lru_cache(maxsize=256)
+def _prefix(data_seed: int, stream: str, n_counters: int) -> Any:
+    """The hash state after (data_seed, stream, number of counters): reused for every step."""
+    name = stream.encode()
+    return hashlib.blake2b(
+        struct.pack(f"<qI{len(name)}sI", data_seed, len(name), name, n_counters),
+        digest_size=8, person=b"widthscan-tasks",
+    )
+
+
 def derive_seed(data_seed: int, stream: str, *counters: int) -> int:
     """A 63-bit seed that is a fixed hash of (data_seed, stream, counters)."""
-    name = stream.encode()
-    payload = struct.pack(f"<qI{len(name)}sI", data_seed, len(name), name, len(counters))
-    payload += struct.pack(f"<{len(counters)}q", *counters)
-    digest = hashlib.blake2b(payload, digest_size=8, person=b"widthscan-tasks").digest()
-    return int.from_bytes(digest, "little") >> 1
+    h = _prefix(data_seed, stream, len(counters)).copy()
+    h.update(struct.pack(f"<{len(counters)}q", *counters))
+    return int.from_bytes(h.digest(), "little") >> 1
 
 
 def generator(data_seed: int, stream: str, *counters: int) -> torch.Generator:

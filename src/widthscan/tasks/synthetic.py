@@ -209,10 +209,10 @@ class Teacher(_FloatStream):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Centred teacher outputs (n, max(n_classes, 1)): float32 logits, or float64 targets
         with unit sd for regression. Inputs are float32 normals, so float32 is exact for x."""
-        act = torch.tanh if self.activation == "tanh" else torch.relu
-        h = x.to(torch.float32)
+        h = x if x.dtype == torch.float32 else x.to(torch.float32)
         for w in self.layers[:-1]:
-            h = act(h @ w)
+            h = torch.mm(h, w)
+            h = h.tanh_() if self.activation == "tanh" else h.relu_()
         out = torch.addmm(self._shift, h, self.layers[-1])
         return out.to(F64) / self._scale if self.n_classes == 0 else out
 

@@ -26,7 +26,7 @@ from torch.func import functional_call, jacrev, vmap
 
 import widthscan as ws
 import widthscan.probes as probes
-from widthscan.probes.hessian import make_hvp, member_loss_fn
+from widthscan.probes.hessian import lanczos, make_hvp, member_loss_fn, start_vectors
 from widthscan.probes.members import members
 
 D_IN = 10
@@ -209,8 +209,8 @@ class PyHessian:
         return values, n
 
 
-def hvp_cell(n: int) -> str:
-    return ">2000" if n < 0 else str(n)
+def hvp_cell(n: int, cap: int = 2000) -> str:
+    return f">{cap}" if n < 0 else str(n)
 
 
 def compare(name: str, p, x, y, loss: str, criterion) -> list[tuple[str, str]]:
@@ -319,6 +319,146 @@ def classifier_run_rows(steps: int, every: int) -> list[tuple[str, str]]:
     ]
 
 
+class _Reached(Exception):
+    pass
+
+
+def lanczos_oracle(p, x, y, loss: str, target: float, rel: float, max_iter: int = 300) -> int:
+    """``lanczos_hvps_to``'s count from one run: the library's Lanczos (same start vector
+    as ``eigenpairs``, tol 0) on a product that records each basis vector q_j and H q_j;
+    after m products the top Ritz value is the top eigenvalue of the projection
+    Q_m H Q_m^T (the recurrence's tridiagonal T_m, up to rounding). Stops at the first m
+    within ``rel`` of ``target``; -1 if none within ``max_iter``."""
+    m = members(p)
+    product = make_hvp(m, member_loss_fn(m, x, y, loss))
+    qs: list[torch.Tensor] = []
+    hqs: list[torch.Tensor] = []
+
+    def recording(q: torch.Tensor) -> torch.Tensor:
+        hq = product(q)
+        qs.append(q[0].clone())
+        hqs.append(hq[0].clone())
+        proj = torch.stack(qs) @ torch.stack(hqs).T
+        top = torch.linalg.eigvalsh((proj + proj.T) / 2)[-1].item()
+        if abs(top - target) <= rel * abs(target):
+            raise _Reached
+        return hq
+
+    try:
+        with torch.no_grad():
+            lanczos(recording, start_vectors(m, None), 1, 0.0, max_iter)
+    except _Reached:
+        return len(qs)
+    return -1
+
+
+EOS_LR = {"mse": 0.25, "ce": 0.03}
+EOS_N, EOS_WIDTH, EOS_CAP = 1000, 256, 400
+
+
+def eos_run_rows(steps: int, every: int, loss: str = "mse", cap: int = EOS_CAP
+                 ) -> tuple[list[tuple[str, str]], list[str]]:
+    """The Fig. 6(a) regime at CPU scale: full-batch GD (no momentum) on a fixed subset of
+    ``EOS_N`` Fashion-MNIST images, a width-256 depth-3 muP MLP at its base width (so muP
+    is SP and every parameter gets the same lr: the stability threshold on the raw-
+    parameter Hessian is exactly 2/lr), lr ``EOS_LR[loss]`` (MSE on one-hot targets or
+    10-class CE). The sharpness sharpens progressively to 2/lr and then hovers there with
+    lambda_2, lambda_3 close below (edge of stability, Cohen et al. 2021). Every ``every``
+    steps, on the training batch and a float64 copy of the weights: the exact top-3
+    eigenvalues, oracle HVP counts to 1e-3 relative for Lanczos and PyHessian's power
+    iteration (capped at ``cap``), and both methods at default settings. Totals are split at
+    the first call with lambda_1 >= 0.9 * 2/lr that follows a call below it (MSE starts
+    above 2/lr: a catapult in the first steps brings the sharpness down). Returns the table
+    rows and a per-call markdown table."""
+    try:
+        task = ws.tasks.make("fashion_mnist", seed=0, flatten=True, mode="offline",
+                             n_train=EOS_N)
+    except ws.tasks.TaskDataError as err:
+        return [(f"Fashion-MNIST EoS run ({loss})", f"skipped: {err}")], []
+    lr = EOS_LR[loss]
+    threshold = 2 / lr
+    x, y = task.batch(0, EOS_N)
+    if loss == "mse":
+        y = F.one_hot(y, 10).to(x.dtype)
+    criterion = F.mse_loss if loss == "mse" else F.cross_entropy
+    x64, y64 = x.double(), (y.double() if loss == "mse" else y)
+    ens = ws.Ensemble(fmnist_mlp, EOS_WIDTH, EOS_WIDTH, "mup", "sgd", [0], lr, loss=loss)
+    v0 = None
+    t0 = time.perf_counter()
+    calls: list[dict] = []
+    for step in range(steps + 1):
+        if step % every == 0:
+            p = as_float64(fmnist_mlp, ens)
+            exact = probes.eigenpairs(p, x64, y64, loss=loss, k=3, tol=1e-10,
+                                      max_iter=400).values[0].tolist()
+            top = exact[0]
+            warm = probes.eigenpairs(p, x64, y64, loss=loss, v0=v0)
+            v0 = warm.vectors[0]
+            ref = PyHessian(p, x64, y64, criterion)
+            (val,), n_default = ref.default(1)
+            calls.append(dict(
+                step=step, loss=ens.losses(x, y).item(), exact=exact,
+                lanczos=lanczos_oracle(p, x64, y64, loss, top, 1e-3),
+                power=ref.hvps_to(top, 1e-3, cap=cap),
+                warm=int(warm.hvps[0]), warm_err=abs(warm.values[0, 0].item() - top) / top,
+                pyh=n_default, pyh_err=abs(val - top) / top, pyh_val=val))
+        if step < steps:
+            ens.step(x, y)
+    elapsed = time.perf_counter() - t0
+    # The first call with lambda_1 >= 0.9 * 2/lr after one below it: MSE starts above 2/lr
+    # (a catapult in the first steps brings the sharpness down), which is not EoS.
+    below = [c["exact"][0] < 0.9 * threshold for c in calls]
+    split = next((i for i in range(1, len(calls)) if not below[i] and any(below[:i])),
+                 len(calls))
+    name = (f"EoS run, {loss.upper()}, full-batch GD lr {lr} on {EOS_N} Fashion-MNIST images,"
+            f" width {EOS_WIDTH}, 2/lr = {threshold:g}")
+    rows = [(f"{name}: setup", f"{len(calls)} calls (steps 0..{steps} every {every}), "
+             f"{elapsed:.0f} s wall; lambda_1 >= 0.9 * 2/lr (after a call below) first at step "
+             + (str(calls[split]["step"]) if split < len(calls) else "never"))]
+    for label, part in (("before", calls[:split]), ("at EoS (from then on)", calls[split:])):
+        if not part:
+            rows.append((f"{name}: {label}", "no calls"))
+            continue
+        lan = sum(c["lanczos"] for c in part)
+        over = sum(c["power"] < 0 for c in part)
+        power = sum(cap if c["power"] < 0 else c["power"] for c in part)
+        tops = [c["exact"][0] / threshold for c in part]
+        r21 = sorted(c["exact"][1] / c["exact"][0] for c in part)
+        r31 = [c["exact"][2] / c["exact"][0] for c in part]
+        per_call = sorted((cap if c["power"] < 0 else c["power"]) / c["lanczos"] for c in part)
+        bias = sum((c["pyh_val"] - c["exact"][0]) / c["exact"][0] for c in part) / len(part)
+        power_cell = f">{power} ({over} call(s) >{cap})" if over else str(power)
+        ratio = f"{'>' if over else ''}{power / lan:.1f}x fewer"
+        rows += [
+            (f"{name}: {label}, {len(part)} calls: lambda_1 / (2/lr); lambda_2/lambda_1; "
+             "lambda_3/lambda_1 (min-max; median lambda_2/lambda_1)",
+             f"{min(tops):.3f}-{max(tops):.3f}; {r21[0]:.3f}-{r21[-1]:.3f}; "
+             f"{min(r31):.3f}-{max(r31):.3f}; median {r21[len(r21) // 2]:.3f}"),
+            (f"{name}: {label}: HVPs to 1e-3 rel (oracle stop), Lanczos / PyHessian power",
+             f"{lan} / {power_cell} = {ratio}; per call Lanczos "
+             f"{min(c['lanczos'] for c in part)}-{max(c['lanczos'] for c in part)}, power "
+             f"{hvp_cell(min((c['power'] for c in part if c['power'] >= 0), default=-1), cap)}-"
+             f"{hvp_cell(-1 if over else max(c['power'] for c in part), cap)}, median ratio "
+             f"{per_call[len(per_call) // 2]:.1f}x"),
+            (f"{name}: {label}: default settings, HVPs (max rel err)",
+             f"suite warm Lanczos tol 1e-3: {sum(c['warm'] for c in part)} "
+             f"({max(c['warm_err'] for c in part):.0e}) / PyHessian tol 1e-3: "
+             f"{sum(c['pyh'] for c in part)} ({max(c['pyh_err'] for c in part):.0e}; mean "
+             f"signed err of PyHessian's value {bias:+.1e})"),
+        ]
+    detail = [f"Per call, {name} (oracle HVPs to 1e-3 rel; power capped at {cap}):", "",
+              "| step | loss | lambda_1 | lambda_2 | lambda_3 | 2/lr | Lanczos oracle | "
+              "power oracle | warm Lanczos | PyHessian default (value) |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for c in calls:
+        l1, l2, l3 = c["exact"]
+        power = hvp_cell(c["power"], cap)
+        detail.append(f"| {c['step']} | {c['loss']:.4f} | {l1:.4f} | {l2:.4f} | {l3:.4f} | "
+                      f"{threshold:g} | {c['lanczos']} | {power} | {c['warm']} | "
+                      f"{c['pyh']} ({c['pyh_val']:.4f}) |")
+    return rows, detail
+
+
 def single_member(ens: ws.Ensemble) -> ws.parametrization.Parametrized:
     p = ws.parametrize(mlp, ens.width, ens.base_width, ens.param, "sgd", seed=ens.seeds[0])
     with torch.no_grad():
@@ -388,21 +528,37 @@ def main() -> None:
     parser.add_argument("--run-steps", type=int, default=600,
                         help="length of the Fashion-MNIST sharpness run (0: skip it)")
     parser.add_argument("--run-every", type=int, default=50)
+    parser.add_argument("--eos-steps", type=int, default=600,
+                        help="length of each edge-of-stability run (0: skip them)")
+    parser.add_argument("--eos-every", type=int, default=25)
+    parser.add_argument("--eos-loss", choices=["mse", "ce", "both"], default="both")
+    parser.add_argument("--eos-only", action="store_true",
+                        help="run only the edge-of-stability rows")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.entk_worker:
         entk_worker(args.entk_worker)
         return
-    rows, ens, sharp = overhead(args.steps)
-    rows += suite_vs_pyhessian(sharp)
-    rows += sharpness_rows(ens)
-    if args.run_steps:
-        rows += classifier_run_rows(args.run_steps, args.run_every)
-    rows += entk_rows(args.threads, args.skip_entk_reference)
+    rows: list[tuple[str, str]] = []
+    if not args.eos_only:
+        rows, ens, sharp = overhead(args.steps)
+        rows += suite_vs_pyhessian(sharp)
+        rows += sharpness_rows(ens)
+        if args.run_steps:
+            rows += classifier_run_rows(args.run_steps, args.run_every)
+    details: list[str] = []
+    if args.eos_steps:
+        for loss in ("mse", "ce") if args.eos_loss == "both" else (args.eos_loss,):
+            eos, detail = eos_run_rows(args.eos_steps, args.eos_every, loss)
+            rows += eos
+            details += ["", *detail] if detail else []
+    if not args.eos_only:
+        rows += entk_rows(args.threads, args.skip_entk_reference)
     print(f"torch {torch.__version__}, {args.threads} thread(s)\n")
     print("| measurement | result |\n|---|---|")
     for name, value in rows:
         print(f"| {name} | {value} |")
+    print("\n".join(details))
 
 
 if __name__ == "__main__":

@@ -179,3 +179,54 @@ def test_lanczos_restarts_after_an_invariant_subspace():
         pairs = probes.lanczos(hvp, v0, k=3, tol=1e-12, max_iter=6)
         torch.testing.assert_close(pairs.values[0], d[:3], rtol=1e-12, atol=0)
         assert pairs.converged.all()
+
+
+def _lr_root(p) -> torch.Tensor:
+    """sqrt of each raw parameter's SGD learning rate at lr = 1, from the optimizer groups."""
+    lr = {n: g["lr"] for g in p.param_groups(1.0) for n in g["names"]}
+    return torch.cat([torch.full((t.numel(),), lr[n] ** 0.5, dtype=torch.float64)
+                      for n, t in p.net.named_parameters()])
+
+
+def test_preconditioned_sharpness_matches_dense_lr_scaled_hessian():
+    """muP away from the base width gives layers different SGD learning rates; the
+    preconditioned eigenvalues are those of P^1/2 H P^1/2 with P from the optimizer groups."""
+    x = torch.randn(12, 4, generator=gen(1), dtype=torch.float64)
+    y = torch.randn(12, 2, generator=gen(2), dtype=torch.float64)
+    p = ws.parametrize(mlp, 16, 4, "mup", "sgd", seed=3, dtype=torch.float64)
+    root = _lr_root(p)
+    assert root.min() < root.max()
+    h = dense_hessian(p, x, y)
+    exact = torch.linalg.eigvalsh(root[:, None] * h * root[None, :]).flip(0)[:3]
+    out = probes.sharpness(p, x, y, loss="mse", k=3, tol=1e-10, preconditioned=True)
+    torch.testing.assert_close(torch.as_tensor(out["sharpness"].values), exact, rtol=1e-6,
+                               atol=0)
+    assert float(out["sharpness_preconditioned"].values) == 1.0
+    raw = torch.linalg.eigvalsh(h)[-1]
+    assert abs(raw - exact[0]) > 0.05 * exact[0]
+
+
+def test_preconditioned_sharpness_is_the_same_for_mup_and_mf():
+    """mf and muP train identical effective weights with different raw parameters and
+    learning rates: the SGD stability matrix has the same spectrum, the raw Hessian not."""
+    x = torch.randn(16, 4, generator=gen(4), dtype=torch.float64)
+    y = torch.randn(16, 2, generator=gen(5), dtype=torch.float64)
+    out = {}
+    for param in ("mup", "mf"):
+        ens = ws.Ensemble(mlp, 32, 8, param, "sgd", [0, 1], lr=0.1, loss="mse",
+                          precision="float64")
+        for step in range(3):
+            ens.step(torch.randn(16, 4, generator=gen(10 + step), dtype=torch.float64),
+                     torch.randn(16, 2, generator=gen(20 + step), dtype=torch.float64))
+        out[param] = {pre: torch.as_tensor(probes.sharpness(
+            ens, x, y, k=2, tol=1e-10, preconditioned=pre)["sharpness"].values)
+            for pre in (True, False)}
+    torch.testing.assert_close(out["mf"][True], out["mup"][True], rtol=1e-7, atol=0)
+    assert ((out["mf"][False] - out["mup"][False]).abs() > 0.05 * out["mup"][False]).any()
+
+
+def test_preconditioned_needs_sgd():
+    p = ws.parametrize(mlp, 8, 4, "mup", "adam", seed=0)
+    x, y = torch.randn(4, 4), torch.randn(4, 2)
+    with pytest.raises(ValueError, match="allowed: 'sgd'"):
+        probes.sharpness(p, x, y, loss="mse", preconditioned=True)

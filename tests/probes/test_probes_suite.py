@@ -173,3 +173,20 @@ def test_bfloat16_ensembles_are_probed_in_float32():
             if m.values.dtype.kind == "f" and var != "probe_accuracy":
                 assert np.isfinite(m.values).all(), (name, var)
     assert out["logits"]["logits"].values.dtype == np.float32
+
+
+def test_sharpness_probe_preconditions_under_sgd_by_default():
+    """The suite's sharpness under SGD is that of P^1/2 H P^1/2 (comparable with 2/lr);
+    preconditioned=False gives the raw Hessian's; both match the direct probe."""
+    ens = ensemble()
+    direct = {pre: probes.sharpness(ens, BATCH_X, BATCH_Y, tol=1e-4, preconditioned=pre)
+              for pre in (True, False)}
+    for option, pre in (({}, True), ({"preconditioned": False}, False)):
+        suite = ProbeSuite({"sharpness": {"every": 1, "tol": 1e-4, **option}}, 2)
+        out = suite.measure(["sharpness"], ens, 0, PROBE_X, PROBE_Y, BATCH_X, BATCH_Y)
+        got = out["sharpness"]
+        np.testing.assert_allclose(got["sharpness"].values, direct[pre]["sharpness"].values,
+                                   rtol=1e-3)
+        assert (got["sharpness_preconditioned"].values == float(pre)).all()
+    top = {pre: direct[pre]["sharpness"].values[:, 0] for pre in (True, False)}
+    assert (np.abs(top[True] - top[False]) > 0.05 * top[True]).all()

@@ -10,6 +10,7 @@ import warnings
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+import xarray as xr
 from conftest import build
 from report_data import PARAMS, WIDTHS, synthetic_dataset
 
@@ -192,3 +193,14 @@ def test_preactivation_scale_figure_follows_preact_stats(full, tmp_path):
     without = build(synthetic_dataset().drop_vars("preact_stats"), tmp_path)
     assert "preactivations" in without.page.sections
     assert "preact_scale" not in without.page.figures
+
+
+def test_sharpness_caption_says_which_hessian(tmp_path):
+    ds = synthetic_dataset()
+    small = ds[["sharpness"]].assign_attrs(ds.attrs)
+    raw = build(small, tmp_path / "raw")
+    assert "learning-rate scales are not included" in raw.source
+    flags = xr.ones_like(small["sharpness"].isel(eigen=0, drop=True))
+    pre = build(small.assign(sharpness_preconditioned=flags), tmp_path / "pre")
+    assert "P^½ H P^½" in pre.source
+    assert "learning-rate scales are not included" not in pre.source

@@ -67,9 +67,14 @@ def _check_names(cfg: SweepConfig) -> list[str]:
                                    cfg.model.options, skip=1)
     if cfg.probes:
         from widthscan import probes
-    for name in cfg.probes:
+    for name, probe in cfg.probes.items():
         if name not in probes.names():
             problems.append(f"probes.{name}: not a probe; allowed: {probes.names()}")
+            continue
+        try:
+            probes.ProbeSuite({name: probe.suite_options()}, cfg.train.steps)
+        except (TypeError, ValueError) as err:
+            problems.append(f"probes.{name}.options: {err}")
     if cfg.base_width > max(cfg.widths):
         problems.append(f"base_width: {cfg.base_width} is wider than every width {cfg.widths}")
     return problems

@@ -75,6 +75,11 @@ class ProbeConfig(Strict):
     n_linear: Annotated[int, Field(ge=0)] | None = None
     options: dict[str, Any] = Field(default_factory=dict)
 
+    def suite_options(self) -> dict[str, Any]:
+        """Schedule and options as one ``ProbeSuite`` entry (unset schedule keys omitted)."""
+        pairs = (("n_log", self.n_log), ("n_linear", self.n_linear))
+        return {**{k: v for k, v in pairs if v is not None}, **self.options}
+
 
 class ExecutorConfig(Strict):
     kind: Literal["local", "dask", "submitit"] = "local"

@@ -9,6 +9,7 @@ tridiagonal matrix and convergence test.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -101,10 +102,11 @@ class Eigenpairs:
     """Top-k algebraic eigenpairs of each member's Hessian.
 
     values (K, k) float64, descending; vectors (K, k, n) unit Ritz vectors in the
-    flattened raw-parameter space (``Flat`` order); residuals (K, k) float64 relative
-    residual norms ||H v - theta v|| / |theta| (an eigenvalue lies within
-    residual * |theta| of theta); hvps (K,) int64 Hessian-vector products each member
-    needed; converged (K,) bool. Non-finite Hessians give NaN values.
+    flattened raw-parameter space (``Flat`` order; in the coordinates P^-1/2 theta when
+    preconditioned); residuals (K, k) float64 relative residual norms
+    ||H v - theta v|| / |theta| (an eigenvalue lies within residual * |theta| of theta);
+    hvps (K,) int64 Hessian-vector products each member needed; converged (K,) bool.
+    Non-finite Hessians give NaN values.
     """
 
     values: torch.Tensor
@@ -249,11 +251,33 @@ def start_vectors(m: Members, v0: torch.Tensor | None, seed: int = 0) -> torch.T
     return u + WARM_MIX * r
 
 
+def lr_preconditioner(m: Members) -> torch.Tensor:
+    """sqrt(lr_scale) of every raw parameter, flat (n,) in ``Flat`` order.
+
+    With P = diag(lr_scale), SGD's step is theta -= eta * P * grad, so near a minimum it is
+    stable while eta * lambda_max(P^1/2 H P^1/2) < 2 (2 + 2 beta with heavy-ball momentum
+    beta): the per-layer learning rates of muP / mf at width != base width rescale the
+    Hessian the edge of stability acts on.
+    """
+    if m.lr_scales is None:
+        raise ValueError("preconditioned=True needs the parameterization's learning-rate "
+                         "scales: pass a ws.parametrize(...) result or a ws.Ensemble")
+    if m.optimizer not in (None, "sgd"):
+        raise ValueError(f"preconditioned=True is the SGD stability matrix; this model's "
+                         f"optimizer is {m.optimizer!r} (allowed: 'sgd'), whose preconditioner "
+                         "changes with its state: use preconditioned=False")
+    parts = [torch.full((p[0].numel(),), math.sqrt(m.lr_scales[n]), dtype=m.dtype,
+                        device=m.device) for n, p in m.params.items()]
+    return torch.cat(parts)
+
+
 def eigenpairs(model: Any, x: torch.Tensor, y: torch.Tensor, loss: str | None = None,
                k: int = 1, tol: float = 1e-3, max_iter: int = 100, hvp: str = "rev-rev",
-               v0: torch.Tensor | None = None, seed: int = 0) -> Eigenpairs:
-    """Top-k algebraic eigenpairs of each member's training-loss Hessian w.r.t. its raw
+               v0: torch.Tensor | None = None, seed: int = 0,
+               preconditioned: bool = False) -> Eigenpairs:
+    """Top-k algebraic eigenpairs of each member's training-loss Hessian H w.r.t. its raw
     parameters on the batch (x, y); see :func:`lanczos` and :func:`start_vectors`.
+    With ``preconditioned`` those of P^1/2 H P^1/2 (see :func:`lr_preconditioner`).
 
     Takes a Parametrized, an Ensemble or Members; the result keeps the member axis
     (K = 1 for a Parametrized). ``vectors`` can warm-start the next call as ``v0``.
@@ -263,23 +287,39 @@ def eigenpairs(model: Any, x: torch.Tensor, y: torch.Tensor, loss: str | None = 
     if name is None:
         raise ValueError("pass loss='mse' or 'ce': a Parametrized does not know its loss")
     product = make_hvp(m, member_loss_fn(m, x, y, name), hvp)
+    if preconditioned:
+        root, plain = lr_preconditioner(m), product
+
+        def product(v: torch.Tensor) -> torch.Tensor:
+            return root * plain(root * v)
+
     with torch.no_grad():
         return lanczos(product, start_vectors(m, v0, seed), k, tol, max_iter, seed)
 
 
-def sharpness_measurements(m: Members, pairs: Eigenpairs) -> dict[str, Measurement]:
-    """``sharpness`` (K, k), ``sharpness_residual`` (K, k), ``sharpness_hvps`` (K,)."""
+def sharpness_measurements(m: Members, pairs: Eigenpairs,
+                           preconditioned: bool = False) -> dict[str, Measurement]:
+    """``sharpness`` (K, k), ``sharpness_residual`` (K, k), ``sharpness_hvps`` (K,) and
+    ``sharpness_preconditioned`` (K,): 1.0 for P^1/2 H P^1/2, 0.0 for H."""
     return {
         "sharpness": m.measurement(("eigen",), pairs.values),
         "sharpness_residual": m.measurement(("eigen",), pairs.residuals),
         "sharpness_hvps": m.measurement((), pairs.hvps),
+        "sharpness_preconditioned": m.measurement(
+            (), torch.full((m.k,), float(preconditioned), dtype=torch.float64)),
     }
 
 
 def sharpness(model: Any, x: torch.Tensor, y: torch.Tensor, loss: str | None = None,
               k: int = 1, tol: float = 1e-3, max_iter: int = 100, hvp: str = "rev-rev",
-              v0: torch.Tensor | None = None) -> dict[str, Measurement]:
+              v0: torch.Tensor | None = None,
+              preconditioned: bool = False) -> dict[str, Measurement]:
     """Top-k largest algebraic eigenvalues of the training-loss Hessian (raw parameters).
+
+    ``preconditioned=True`` (SGD only) takes them of P^1/2 H P^1/2 instead, P the
+    parameterization's per-parameter learning-rate scales: the matrix SGD's edge of
+    stability acts on, to compare with 2/lr (2(1 + momentum)/lr). Both agree under SP and
+    at the base width; under muP at other widths only the preconditioned one meets 2/lr.
 
     Lanczos with full reorthogonalization on Hessian-vector products of the batch
     (x, y), all members at once; ``loss`` defaults to the ensemble's ("mse" | "ce"; a
@@ -289,9 +329,10 @@ def sharpness(model: Any, x: torch.Tensor, y: torch.Tensor, loss: str | None = N
     see :func:`eigenpairs`). ``hvp`` is "rev-rev" (default) or "fwd-rev".
 
     Returns ``sharpness`` (K, k) in loss units per parameter^2 with dims ("eigen",)
-    (0 = largest), ``sharpness_residual`` (K, k) relative residuals and
-    ``sharpness_hvps`` (K,) int64, dims (); no K axis for a Parametrized.
+    (0 = largest; times the lr scale when preconditioned), ``sharpness_residual`` (K, k)
+    relative residuals, ``sharpness_hvps`` (K,) int64 and ``sharpness_preconditioned``
+    (K,) 1.0 / 0.0, dims (); no K axis for a Parametrized.
     """
     m = members(model)
-    pairs = eigenpairs(m, x, y, loss, k, tol, max_iter, hvp, v0)
-    return public(m, sharpness_measurements(m, pairs))
+    pairs = eigenpairs(m, x, y, loss, k, tol, max_iter, hvp, v0, preconditioned=preconditioned)
+    return public(m, sharpness_measurements(m, pairs, preconditioned))

@@ -28,6 +28,8 @@ class Members:
     params: name -> raw tensor (K, ...), detached (views of the model's own tensors).
     buffers: name -> shared tensor. multipliers: name -> forward multiplier.
     loss: "mse" | "ce" | None. stacked: False for a Parametrized (results drop the K axis).
+    lr_scales: name -> the parameterization's learning-rate scale (optimizer's lr = lr *
+    scale), for the optimizer ``optimizer`` ("sgd", "adam", "adamw"); None if unknown.
     """
 
     net: nn.Module
@@ -38,6 +40,8 @@ class Members:
     stacked: bool
     precision: str = "float32"
     stacked_apply: Callable[[Mapping[str, torch.Tensor], torch.Tensor], torch.Tensor] | None = None
+    lr_scales: dict[str, float] | None = None
+    optimizer: str | None = None
 
     @property
     def k(self) -> int:
@@ -129,6 +133,8 @@ def members(model: Any) -> Members:
             multipliers=model.multipliers,
             loss=None,
             stacked=False,
+            lr_scales=model.lr_scale,
+            optimizer=model.optimizer,
         )
     if all(hasattr(model, a) for a in ("params", "multipliers", "net", "apply", "buffers")):
         return Members(
@@ -140,10 +146,19 @@ def members(model: Any) -> Members:
             stacked=True,
             precision=getattr(model, "precision", "float32"),
             stacked_apply=model.apply,
+            lr_scales=_lr_scales(model),
+            optimizer=getattr(model, "optimizer_name", None),
         )
     raise TypeError(
         f"probes take a ws.Parametrized or a ws.Ensemble, got {type(model).__name__}"
     )
+
+
+def _lr_scales(model: Any) -> dict[str, float] | None:
+    table = getattr(model, "table", None)
+    if table is None:
+        return None
+    return {n: float(s.lr_scale) for n, s in table.items()}
 
 
 def public(m: Members, result: dict[str, Measurement]) -> dict[str, Measurement]:

@@ -38,7 +38,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                        "bins": 50, "range_std": 5.0},
     "attention": {"n_log": 8, "n_linear": 5, "example": 0},
     "sharpness": {"n_log": 5, "n_linear": 3, "k": 1, "tol": 1e-3, "max_iter": 100,
-                  "hvp": "rev-rev", "batch_size": None},
+                  "hvp": "rev-rev", "batch_size": None, "preconditioned": "auto"},
     "entk": {"n_log": 4, "n_linear": 3, "n_examples": 64, "trace": True, "chunk": None,
              "method": "auto"},
 }
@@ -66,11 +66,22 @@ def _options(name: str, given: Mapping[str, Any] | None) -> dict[str, Any]:
     if given.get("every") or given.get("steps") is not None:
         for key in ("n_log", "n_linear"):
             opts[key] = given.get(key, 0)
+    if name == "sharpness" and opts["preconditioned"] not in (True, False, "auto"):
+        raise ValueError(f"probe 'sharpness' option preconditioned={opts['preconditioned']!r}; "
+                         "allowed: true, false, 'auto'")
     return opts
 
 
 def _head(x: torch.Tensor | None, n: int | None) -> torch.Tensor | None:
     return x if x is None or n is None else x[:n]
+
+
+def preconditioned_for(m, option: bool | str) -> bool:
+    """The sharpness probe's ``preconditioned`` option resolved for ``m``: "auto" is True
+    under SGD (the edge-of-stability matrix, see ``hessian.lr_preconditioner``), else False."""
+    if option == "auto":
+        return m.optimizer in (None, "sgd") and m.lr_scales is not None
+    return bool(option)
 
 
 class ProbeSuite:
@@ -175,10 +186,11 @@ class ProbeSuite:
         v0 = self._vectors
         if v0 is not None and (v0.shape[0] != m.k or v0.shape[2] != m.flat_size()):
             v0 = None
+        pre = preconditioned_for(m, o["preconditioned"])
         pairs = eigenpairs(m, _head(x, n), _head(y, n), None, o["k"], o["tol"],
-                           o["max_iter"], o["hvp"], v0)
+                           o["max_iter"], o["hvp"], v0, preconditioned=pre)
         self._vectors = pairs.vectors.detach().cpu()
-        return sharpness_measurements(m, pairs)
+        return sharpness_measurements(m, pairs, pre)
 
     def state_dict(self) -> dict[str, torch.Tensor | list]:
         """Tensors and string lists (safetensors / JSON friendly) to resume exactly."""

@@ -254,8 +254,16 @@ def _eos_lines(ctx: Context) -> tuple[dict, str]:
         src = f"the config's optimizer.lr = {ctx.lr():g}"
     else:
         return {}, "No 2/η line: the learning rate is not known."
-    return lines, (f"Dashed: the edge-of-stability threshold {label} with η {src}; "
-                   f"per-layer learning-rate scaling of the parameterization is not included.")
+    return lines, f"Dashed: the edge-of-stability threshold {label} with η {src}."
+
+
+def _preconditioned(ctx: Context) -> bool:
+    """Whether every stored sharpness is of P^1/2 H P^1/2 (runs before that probe option
+    existed stored the raw Hessian's)."""
+    if not ctx.has("sharpness_preconditioned"):
+        return False
+    flags = ctx.ds["sharpness_preconditioned"]
+    return bool((flags.fillna(1.0) == 1.0).all())
 
 
 def _most_complete(da: xr.DataArray) -> xr.DataArray:
@@ -274,11 +282,21 @@ def sharpness(ctx: Context) -> SectionOut:
     if "eigen" in top.dims:
         top = top.isel(eigen=0)
     lines, note = _eos_lines(ctx)
+    if _preconditioned(ctx):
+        ylabel = r"top eigenvalue of $P^{1/2} H P^{1/2}$ (loss / param², × lr scale)"
+        what = ("Top eigenvalue of the training-loss Hessian preconditioned by the "
+                "parameterization's per-layer learning-rate scales P (P^½ H P^½, Lanczos): "
+                "the matrix SGD's edge of stability acts on, comparable across widths")
+    else:
+        ylabel = "top Hessian eigenvalue λ_max (loss / param²)"
+        what = "Top eigenvalue of the training-loss Hessian (raw parameters, Lanczos)"
+        if lines:
+            note += (" Per-layer learning-rate scales are not included, so under muP/mf "
+                     "away from the base width the line is not the threshold.")
     fig = figures.width_curves(
-        ensemble_mean(top), single=top, hlines=lines,
-        ylabel="top Hessian eigenvalue λ_max (loss / param²)",
+        ensemble_mean(top), single=top, hlines=lines, ylabel=ylabel,
         title="Sharpness over training across widths")
-    cap = f"Top eigenvalue of the training-loss Hessian (Lanczos). {ENS}. {note}"
+    cap = f"{what}. {ENS}. {note}"
     return SectionOut("sharpness", "Sharpness (edge of stability)",
                       figures=[ctx.figure("sharpness", fig, cap)])
 

@@ -46,12 +46,8 @@ def build_probes(spec: RunSpec) -> probes.ProbeSuite | None:
     cfg = spec.sweep_config()
     if not cfg.probes:
         return None
-    chosen = {}
-    for name, p in cfg.probes.items():
-        pairs = (("n_log", p.n_log), ("n_linear", p.n_linear))
-        schedule = {k: v for k, v in pairs if v is not None}
-        chosen[name] = {**schedule, **p.options}
-    return probes.ProbeSuite(chosen, cfg.train.steps)
+    return probes.ProbeSuite({name: p.suite_options() for name, p in cfg.probes.items()},
+                             cfg.train.steps)
 
 
 def _status(store: RunStore, spec: RunSpec, ens: Ensemble, state: str, **extra: Any) -> dict:

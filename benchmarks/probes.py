@@ -85,7 +85,10 @@ def train(steps: int, suite: probes.ProbeSuite | None, batch: int = 128):
 
 def overhead(steps: int) -> tuple[list[tuple[str, str]], ws.Ensemble, list]:
     plain = train(steps, None)[1]
-    suite = probes.ProbeSuite(None, steps)
+    # the raw Hessian, so that the run's sharpness calls can be set against PyHessian below
+    # (the default under SGD, P^1/2 H P^1/2, costs two more elementwise products per HVP)
+    chosen = {name: {} for name in probes.suite.DEFAULT_PROBES}
+    suite = probes.ProbeSuite({**chosen, "sharpness": {"preconditioned": False}}, steps)
     ens, trained, spent, calls, sharp = train(steps, suite)
     total = sum(spent.values())
     parts = ", ".join(f"{k} {v:.2f} s/{calls[k]}" for k, v in spent.items())

@@ -251,6 +251,18 @@ def start_vectors(m: Members, v0: torch.Tensor | None, seed: int = 0) -> torch.T
     return u + WARM_MIX * r
 
 
+def precondition_problem(m: Members) -> str | None:
+    """Why :func:`lr_preconditioner` cannot be formed for ``m``, or None when it can."""
+    if m.lr_scales is None:
+        return ("preconditioned=True needs the parameterization's learning-rate scales: "
+                "pass a ws.parametrize(...) result or a ws.Ensemble")
+    if m.optimizer not in (None, "sgd"):
+        return (f"preconditioned=True is the SGD stability matrix; this model's optimizer is "
+                f"{m.optimizer!r} (allowed: 'sgd'), whose preconditioner changes with its "
+                "state: use preconditioned=False")
+    return None
+
+
 def lr_preconditioner(m: Members) -> torch.Tensor:
     """sqrt(lr_scale) of every raw parameter, flat (n,) in ``Flat`` order.
 
@@ -259,13 +271,9 @@ def lr_preconditioner(m: Members) -> torch.Tensor:
     beta): the per-layer learning rates of muP / mf at width != base width rescale the
     Hessian the edge of stability acts on.
     """
-    if m.lr_scales is None:
-        raise ValueError("preconditioned=True needs the parameterization's learning-rate "
-                         "scales: pass a ws.parametrize(...) result or a ws.Ensemble")
-    if m.optimizer not in (None, "sgd"):
-        raise ValueError(f"preconditioned=True is the SGD stability matrix; this model's "
-                         f"optimizer is {m.optimizer!r} (allowed: 'sgd'), whose preconditioner "
-                         "changes with its state: use preconditioned=False")
+    problem = precondition_problem(m)
+    if problem is not None:
+        raise ValueError(problem)
     parts = [torch.full((p[0].numel(),), math.sqrt(m.lr_scales[n]), dtype=m.dtype,
                         device=m.device) for n, p in m.params.items()]
     return torch.cat(parts)

@@ -22,7 +22,7 @@ from widthscan.probes.features import (
     measure_preactivations,
     preact_layers,
 )
-from widthscan.probes.hessian import eigenpairs, sharpness_measurements
+from widthscan.probes.hessian import eigenpairs, precondition_problem, sharpness_measurements
 from widthscan.probes.members import members
 from widthscan.probes.ntk import measure_entk
 from widthscan.probes.outputs import forward, measure_logits, measure_loss
@@ -80,7 +80,7 @@ def preconditioned_for(m, option: bool | str) -> bool:
     """The sharpness probe's ``preconditioned`` option resolved for ``m``: "auto" is True
     under SGD (the edge-of-stability matrix, see ``hessian.lr_preconditioner``), else False."""
     if option == "auto":
-        return m.optimizer in (None, "sgd") and m.lr_scales is not None
+        return precondition_problem(m) is None
     return bool(option)
 
 

@@ -30,6 +30,7 @@ from widthscan.probes.hessian import lanczos, make_hvp, member_loss_fn, start_ve
 from widthscan.probes.members import members
 
 D_IN = 10
+RULE_TOLS, RULE_CAP = (1e-3, 1e-4, 1e-5, 1e-6), 3000
 
 
 def gegenbauer_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -202,6 +203,35 @@ class PyHessian:
 
         return self.run(loop)[0]
 
+    def rule_stops(self, tols: tuple[float, ...] = RULE_TOLS, cap: int = RULE_CAP
+                   ) -> dict[float, tuple[int, float]]:
+        """PyHessian's ``eigenvalues(top_n=1, tol=t, maxIter=cap)`` for every t in ``tols``
+        from one replay of its loop (same utilities, same start): t -> (HVPs after which
+        its relative-change rule stops, the value it returns). A tol the rule never meets
+        within ``cap`` gets (cap, last value), as PyHessian returns at maxIter."""
+        from pyhessian.utils import group_product, hessian_vector_product, normalization, orthnormal
+
+        def loop(h):
+            out: dict[float, tuple[int, float]] = {}
+            v = normalization([torch.randn(q.size()) for q in h.params])
+            value = None
+            for i in range(cap):
+                v = orthnormal(v, [])
+                h.model.zero_grad()
+                hv = hessian_vector_product(h.gradsH, h.params, v)
+                current = group_product(hv, v).item()
+                v = normalization(hv)
+                if value is not None:
+                    for t in tols:
+                        if t not in out and abs(value - current) / (abs(value) + 1e-6) < t:
+                            out[t] = (i + 1, value)
+                    if len(out) == len(tols):
+                        break
+                value = current
+            return {t: out.get(t, (cap, value)) for t in tols}
+
+        return self.run(loop)[0]
+
     def timed(self, iters: int) -> float:
         t = time.perf_counter()
         self.run(lambda h: h.eigenvalues(maxIter=iters, tol=0.0))
@@ -210,6 +240,48 @@ class PyHessian:
     def default(self, top_n: int) -> tuple[list[float], int]:
         (values, _), n = self.run(lambda h: h.eigenvalues(top_n=top_n))
         return values, n
+
+
+def own_rule_rows(name: str, calls: list[dict]) -> list[tuple[str, str]]:
+    """Each method with its own stopping rule, over ``calls`` (dicts with ``exact`` top
+    eigenvalue, ``warm`` / ``cold`` (HVPs, value) of the library's Lanczos at the default
+    tol 1e-3, ``rule`` PyHessian's t -> (HVPs, value)): total HVPs, worst relative error
+    and calls off by more than 1e-3; then the HVPs each needs for every call within 1e-3,
+    PyHessian at the loosest of its tols that delivers it (a user cannot know which in
+    advance: it depends on lambda_2 / lambda_1)."""
+    def summary(pairs):
+        errs = [abs(v - c["exact"]) / abs(c["exact"]) for (_, v), c in zip(pairs, calls)]
+        return sum(n for n, _ in pairs), max(errs), sum(e > 1e-3 for e in errs)
+
+    cells, totals = [], {}
+    for label, pairs in (("suite warm Lanczos", [c["warm"] for c in calls]),
+                         ("cold Lanczos", [c["cold"] for c in calls]),
+                         *((f"PyHessian tol {t:.0e}", [c["rule"][t] for c in calls])
+                           for t in RULE_TOLS)):
+        n, worst, off = summary(pairs)
+        totals[label] = (n, off)
+        cells.append(f"{label}: {n} ({worst:.0e}; {off} off)")
+    ok = [t for t in RULE_TOLS if totals[f"PyHessian tol {t:.0e}"][1] == 0]
+    warm, cold = totals["suite warm Lanczos"], totals["cold Lanczos"]
+    if ok and warm[1] == 0 and cold[1] == 0:
+        n = totals[f"PyHessian tol {ok[0]:.0e}"][0]
+        verdict = (f"PyHessian tol {ok[0]:.0e}: {n} / suite warm Lanczos {warm[0]} = "
+                   f"{n / warm[0]:.1f}x fewer (cold Lanczos {cold[0]}: {n / cold[0]:.1f}x)")
+    else:
+        verdict = "not delivered by " + ", ".join(
+            label for label, (_, off) in totals.items() if off) + f" (PyHessian cap {RULE_CAP})"
+    return [(f"{name}: own stopping rules, HVPs (worst rel err; calls off by > 1e-3)",
+             "; ".join(cells)),
+            (f"{name}: HVPs for every call within 1e-3, own stopping rules", verdict)]
+
+
+def rule_call(p, x, y, loss: str, criterion, exact: float, v0=None) -> dict:
+    """One probe call's entries for :func:`own_rule_rows`; also returns the warm start."""
+    warm = probes.eigenpairs(p, x, y, loss=loss, v0=v0)
+    cold = probes.eigenpairs(p, x, y, loss=loss)
+    return dict(exact=exact, warm=(int(warm.hvps[0]), warm.values[0, 0].item()),
+                cold=(int(cold.hvps[0]), cold.values[0, 0].item()),
+                rule=PyHessian(p, x, y, criterion).rule_stops(), next_v0=warm.warm[0])
 
 
 def hvp_cell(n: int, cap: int = 2000) -> str:
@@ -230,6 +302,8 @@ def compare(name: str, p, x, y, loss: str, criterion) -> list[tuple[str, str]]:
             if rel == 1e-3:
                 cell += f"; time {ours_t * 1e3:.0f} ms / {ref.timed(power) * 1e3:.0f} ms"
         rows.append((f"{name}: HVPs to {rel:.0e} rel, Lanczos / PyHessian power", cell))
+    rows += own_rule_rows(f"{name} (one cold call)",
+                          [rule_call(p, x, y, loss, criterion, target)])[:1]
     pairs = probes.eigenpairs(p, x, y, loss=loss, k=3)
     err = ((pairs.values[0] - exact).abs() / exact.abs()).max().item()
     values, n = ref.default(3)
@@ -290,35 +364,26 @@ def classifier_run_rows(steps: int, every: int) -> list[tuple[str, str]]:
     x, y = task.probe_set(256)
     x = x.double()
     v0 = None
-    totals = dict.fromkeys(("warm", "lanczos_oracle", "power_oracle", "pyhessian"), 0)
-    err_warm = err_pyh = 0.0
-    calls = 0
+    totals = dict.fromkeys(("lanczos_oracle", "power_oracle"), 0)
+    calls: list[dict] = []
     for step in range(steps + 1):
         if step % every == 0:
             p = as_float64(fmnist_mlp, ens)
             exact = probes.eigenpairs(p, x, y, loss="ce", tol=1e-10, max_iter=300).values[0, 0]
             exact = exact.item()
-            warm = probes.eigenpairs(p, x, y, loss="ce", v0=v0)
-            v0 = warm.vectors[0]
+            calls.append(rule_call(p, x, y, "ce", F.cross_entropy, exact, v0))
+            v0 = calls[-1]["next_v0"]
             ref = PyHessian(p, x, y, F.cross_entropy)
-            (val,), n_default = ref.default(1)
-            totals["warm"] += int(warm.hvps[0])
             totals["lanczos_oracle"] += lanczos_hvps_to(p, x, y, "ce", exact, 1e-3)[0]
             totals["power_oracle"] += ref.hvps_to(exact, 1e-3)
-            totals["pyhessian"] += n_default
-            err_warm = max(err_warm, abs(warm.values[0, 0].item() - exact) / exact)
-            err_pyh = max(err_pyh, abs(val - exact) / exact)
-            calls += 1
         if step < steps:
             ens.step(*task.batch(step, 128))
-    name = f"Fashion-MNIST CE run, {calls} calls (steps 0..{steps} every {every})"
+    name = f"Fashion-MNIST CE run, {len(calls)} calls (steps 0..{steps} every {every})"
     power, lanczos = totals["power_oracle"], totals["lanczos_oracle"]
     return [
         (f"{name}: HVPs to 1e-3 rel (oracle stop), Lanczos / PyHessian power",
          f"{lanczos} / {power} = {power / lanczos:.1f}x fewer"),
-        (f"{name}: default settings, HVPs (max rel err)",
-         f"suite warm Lanczos tol 1e-3: {totals['warm']} ({err_warm:.0e}) / PyHessian "
-         f"tol 1e-3: {totals['pyhessian']} ({err_pyh:.0e})"),
+        *own_rule_rows(name, calls),
     ]
 
 
@@ -395,15 +460,18 @@ def eos_run_rows(steps: int, every: int, loss: str = "mse", cap: int = EOS_CAP
             exact = probes.eigenpairs(p, x64, y64, loss=loss, k=3, tol=1e-10,
                                       max_iter=400).values[0].tolist()
             top = exact[0]
-            warm = probes.eigenpairs(p, x64, y64, loss=loss, v0=v0)
-            v0 = warm.vectors[0]
+            own = rule_call(p, x64, y64, loss, criterion, top, v0)
+            v0 = own["next_v0"]
             ref = PyHessian(p, x64, y64, criterion)
             (val,), n_default = ref.default(1)
+            if n_default < 100 and own["rule"][1e-3] != (n_default, val):
+                raise RuntimeError(f"replayed PyHessian rule {own['rule'][1e-3]} differs from "
+                                   f"PyHessian's eigenvalues() {(n_default, val)}")
             calls.append(dict(
-                step=step, loss=ens.losses(x, y).item(), exact=exact,
+                step=step, loss=ens.losses(x, y).item(), exact=exact, own=own,
                 lanczos=lanczos_oracle(p, x64, y64, loss, top, 1e-3),
                 power=ref.hvps_to(top, 1e-3, cap=cap),
-                warm=int(warm.hvps[0]), warm_err=abs(warm.values[0, 0].item() - top) / top,
+                warm=own["warm"][0], warm_err=abs(own["warm"][1] - top) / top,
                 pyh=n_default, pyh_err=abs(val - top) / top, pyh_val=val))
         if step < steps:
             ens.step(x, y)
@@ -448,17 +516,22 @@ def eos_run_rows(steps: int, every: int, loss: str = "mse", cap: int = EOS_CAP
              f"({max(c['warm_err'] for c in part):.0e}) / PyHessian tol 1e-3: "
              f"{sum(c['pyh'] for c in part)} ({max(c['pyh_err'] for c in part):.0e}; mean "
              f"signed err of PyHessian's value {bias:+.1e})"),
+            *own_rule_rows(f"{name}: {label}", [c["own"] for c in part]),
         ]
+    rows += own_rule_rows(f"{name}: whole run", [c["own"] for c in calls])
     detail = [f"Per call, {name} (oracle HVPs to 1e-3 rel; power capped at {cap}):", "",
               "| step | loss | lambda_1 | lambda_2 | lambda_3 | 2/lr | Lanczos oracle | "
-              "power oracle | warm Lanczos | PyHessian default (value) |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "power oracle | warm Lanczos | PyHessian default (value) | PyHessian rule, "
+              "HVPs (rel err) at tol " + ", ".join(f"{t:.0e}" for t in RULE_TOLS) + " |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in calls:
         l1, l2, l3 = c["exact"]
         power = hvp_cell(c["power"], cap)
         detail.append(f"| {c['step']} | {c['loss']:.4f} | {l1:.4f} | {l2:.4f} | {l3:.4f} | "
                       f"{threshold:g} | {c['lanczos']} | {power} | {c['warm']} | "
-                      f"{c['pyh']} ({c['pyh_val']:.4f}) |")
+                      f"{c['pyh']} ({c['pyh_val']:.4f}) | "
+                      + ", ".join(f"{n} ({abs(v - l1) / l1:.0e})"
+                                  for n, v in c["own"]["rule"].values()) + " |")
     return rows, detail
 
 

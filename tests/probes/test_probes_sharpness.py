@@ -107,6 +107,37 @@ def test_warm_start_needs_fewer_hvps_and_agrees():
     torch.testing.assert_close(rayleigh, warm.values[:, 0], rtol=1e-6, atol=0)
 
 
+def swapped_top_designs(d: int = 200):
+    """Two designs X (d, d) whose Hessians 2 m^2 X^T X / d share eigenvectors, with the
+    top two eigenvalues (1, 0.99) exchanged between them: the edge of stability's
+    near-equal top eigenvalues whose eigenvectors trade places between probes."""
+    rot = torch.linalg.qr(torch.randn(d, d, generator=gen(1), dtype=torch.float64))[0]
+    u = torch.linalg.qr(torch.randn(d, d, generator=gen(2), dtype=torch.float64))[0]
+    bulk = 0.05 * torch.rand(d - 3, generator=gen(3), dtype=torch.float64)
+    designs = []
+    for top in ([1.0, 0.99, 0.98], [0.99, 1.0, 0.98]):
+        spectrum = torch.cat([torch.tensor(top, dtype=torch.float64), bulk])
+        designs.append(d**0.5 * u @ torch.diag(spectrum.sqrt()) @ rot.T)
+    return designs
+
+
+def test_warm_start_finds_a_top_eigenvector_that_changed_places():
+    d = 200
+    x1, x2 = swapped_top_designs(d)
+    y = torch.zeros(d, 1, dtype=torch.float64)
+    p = ws.parametrize(linear, d, d, "sp", "sgd", seed=0, dtype=torch.float64)
+    m = p.multipliers["weight"]
+    exact = torch.linalg.eigvalsh(2 * m**2 * x2.T @ x2 / d)[-1].item()
+    first = probes.eigenpairs(p, x1, y, loss="mse", tol=1e-10, max_iter=d)
+    along_top = probes.eigenpairs(p, x2, y, loss="mse", v0=first.vectors)
+    warm = probes.eigenpairs(p, x2, y, loss="mse", v0=first.warm)
+    # the old top vector is an eigenvector of the new Hessian, at the second eigenvalue:
+    # Lanczos from it certifies that one
+    assert abs(along_top.values[0, 0].item() - exact) > 5e-3 * exact
+    assert warm.converged.all()
+    assert abs(warm.values[0, 0].item() - exact) <= 1e-3 * exact
+
+
 @pytest.mark.filterwarnings(JIT_WARNING)
 def test_hvp_modes_agree_on_mlp():
     x = torch.randn(16, 4, generator=gen(1), dtype=torch.float64)

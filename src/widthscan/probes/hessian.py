@@ -23,6 +23,7 @@ from widthscan.train.losses import member_losses
 
 HVP_MODES = ("rev-rev", "fwd-rev")
 WARM_MIX = 0.01
+WARM_EXTRA = 2
 
 
 class Flat:
@@ -105,7 +106,12 @@ class Eigenpairs:
     flattened raw-parameter space (``Flat`` order; in the coordinates P^-1/2 theta when
     preconditioned); residuals (K, k) float64 relative residual norms
     ||H v - theta v|| / |theta| (an eigenvalue lies within residual * |theta| of theta);
-    hvps (K,) int64 Hessian-vector products each member needed; converged (K,) bool.
+    hvps (K,) int64 Hessian-vector products each member needed; converged (K,) bool;
+    warm (K, n) the next call's ``v0``: the unit sum of the top k + ``WARM_EXTRA`` Ritz
+    vectors. Near-equal top eigenvalues (the edge of stability) swap eigenvectors between
+    calls; a start along the old top vectors alone then converges to the new second
+    eigenvalue with a small residual (2% low, once in 25 calls of an MSE EoS run), while
+    the sum keeps a large component along the new top one.
     Non-finite Hessians give NaN values.
     """
 
@@ -114,6 +120,7 @@ class Eigenpairs:
     residuals: torch.Tensor
     hvps: torch.Tensor
     converged: torch.Tensor
+    warm: torch.Tensor
 
 
 def random_direction(n: int, seed: int, salt: int, dtype: torch.dtype,
@@ -164,6 +171,7 @@ def lanczos(hvp: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor, k: in
     values = torch.full((kk, k), float("nan"), **f64)
     residuals = torch.full((kk, k), float("nan"), **f64)
     vectors = torch.zeros(kk, k, n, dtype=dtype, device=device)
+    warm = torch.zeros(kk, n, dtype=dtype, device=device)
     hvps = torch.zeros(kk, dtype=torch.int64, device=device)
     done = torch.zeros(kk, dtype=torch.bool, device=device)
     converged = torch.zeros(kk, dtype=torch.bool, device=device)
@@ -211,6 +219,9 @@ def lanczos(hvp: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor, k: in
         if new.any():
             idx = torch.nonzero(new).flatten()
             vecs = torch.stack([top_s[i].T.to(dtype) @ basis[i, : j + 1] for i in idx.tolist()])
+            spread = s[:, :, -min(k + WARM_EXTRA, j + 1):].sum(-1)
+            warm[idx] = torch.stack([spread[i].to(dtype) @ basis[i, : j + 1]
+                                     for i in idx.tolist()])
             values[idx, :top] = top_theta[idx]
             residuals[idx, :top] = (res[idx] / top_theta[idx].abs()).nan_to_num(
                 nan=0.0, posinf=float("inf"))
@@ -228,18 +239,22 @@ def lanczos(hvp: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor, k: in
             q = torch.where(breakdown.unsqueeze(1), r, q)
             b = torch.where(breakdown, torch.zeros_like(b), b)
         betas[:, j] = b
-    return Eigenpairs(values, vectors, residuals, hvps, converged)
+    warm = warm / warm.norm(dim=1, keepdim=True).clamp_min(tiny)
+    return Eigenpairs(values, vectors, residuals, hvps, converged, warm)
 
 
 def start_vectors(m: Members, v0: torch.Tensor | None, seed: int = 0) -> torch.Tensor:
-    """Lanczos start (K, n): the sum of given vectors v0 ((K, n), (K, j, n); without K for
-    a Parametrized) mixed with a small shared random direction, or that direction alone."""
+    """Lanczos start (K, n): the sum of given vectors v0 ((K, n), (K, j, n); K optional for
+    a Parametrized; best the previous call's ``Eigenpairs.warm``) mixed with a small shared
+    random direction, or that direction alone."""
     n = m.flat_size()
     r = random_direction(n, seed, -1, m.dtype, m.device).expand(m.k, n)
     if v0 is None:
         return r.clone()
     v = torch.as_tensor(v0).to(dtype=m.dtype, device=m.device)
-    if not m.stacked or v.ndim == 1:
+    if not m.stacked and v.ndim <= 3 and v.shape[-1:] == (n,) and v.shape[:-2] in ((), (1,)):
+        v = v.reshape(-1, n).sum(0, keepdim=True)
+    if v.ndim == 1:
         v = v.unsqueeze(0)
     if v.ndim == 3:
         v = v.sum(1)
@@ -288,7 +303,7 @@ def eigenpairs(model: Any, x: torch.Tensor, y: torch.Tensor, loss: str | None = 
     With ``preconditioned`` those of P^1/2 H P^1/2 (see :func:`lr_preconditioner`).
 
     Takes a Parametrized, an Ensemble or Members; the result keeps the member axis
-    (K = 1 for a Parametrized). ``vectors`` can warm-start the next call as ``v0``.
+    (K = 1 for a Parametrized). Pass its ``warm`` as the next call's ``v0``.
     """
     m = members(model)
     name = loss or m.loss

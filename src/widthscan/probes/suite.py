@@ -2,8 +2,8 @@
 
 The trainer asks ``due(step)`` and, when the list is not empty, calls ``measure`` with
 the ensemble, the fixed probe set and the fixed sharpness batch. The suite keeps the
-preactivation bin edges of its first measurement and the Hessian eigenvectors of the
-last sharpness measurement (Lanczos warm start); ``state_dict`` / ``load_state_dict``
+preactivation bin edges of its first measurement and the Lanczos warm start of the
+last sharpness measurement (``Eigenpairs.warm``); ``state_dict`` / ``load_state_dict``
 carry them through a checkpoint so that a resumed run measures the same numbers.
 """
 
@@ -189,7 +189,7 @@ class ProbeSuite:
         pre = preconditioned_for(m, o["preconditioned"])
         pairs = eigenpairs(m, _head(x, n), _head(y, n), None, o["k"], o["tol"],
                            o["max_iter"], o["hvp"], v0, preconditioned=pre)
-        self._vectors = pairs.vectors.detach().cpu()
+        self._vectors = pairs.warm.detach().cpu().unsqueeze(1)
         return sharpness_measurements(m, pairs, pre)
 
     def state_dict(self) -> dict[str, torch.Tensor | list]:

@@ -184,35 +184,26 @@ class PyHessian:
                 self.p.module.zero_grad(set_to_none=True)
         return out, count["n"]
 
-    def hvps_to(self, target: float, rel: float, cap: int = 2000) -> int:
-        """Power-iteration HVPs (PyHessian's own loop, replayed with its utilities) until
-        the Rayleigh quotient is within ``rel`` of ``target``; -1 if not within ``cap``.
-        The quotient is divided by |v|^2: PyHessian normalizes by (|v| + 1e-6), which
-        biases its own estimate by about -2e-6 / |lambda| relative."""
-        from pyhessian.utils import group_product, hessian_vector_product, normalization
+    def replay(self, target: float | None = None, rel: float = 1e-3,
+               tols: tuple[float, ...] = (), cap: int = RULE_CAP, oracle_cap: int = 2000
+               ) -> tuple[int, dict[float, tuple[int, float]]]:
+        """One replay of PyHessian's ``eigenvalues(top_n=1)`` power iteration (its own
+        utilities, same start), read two ways:
 
-        def loop(h):
-            v = normalization([torch.randn_like(q) for q in h.params])
-            for i in range(1, cap + 1):
-                hv = hessian_vector_product(h.gradsH, h.params, v)
-                val = (group_product(hv, v) / group_product(v, v)).item()
-                v = normalization(hv)
-                if abs(val - target) <= rel * abs(target):
-                    return i
-            return -1
-
-        return self.run(loop)[0]
-
-    def rule_stops(self, tols: tuple[float, ...] = RULE_TOLS, cap: int = RULE_CAP
-                   ) -> dict[float, tuple[int, float]]:
-        """PyHessian's ``eigenvalues(top_n=1, tol=t, maxIter=cap)`` for every t in ``tols``
-        from one replay of its loop (same utilities, same start): t -> (HVPs after which
-        its relative-change rule stops, the value it returns). A tol the rule never meets
-        within ``cap`` gets (cap, last value), as PyHessian returns at maxIter."""
+        - oracle: the first HVP count whose Rayleigh quotient is within ``rel`` of
+          ``target`` (-1 if none within ``oracle_cap``; no oracle without a target). The
+          quotient is divided by |v|^2: PyHessian normalizes by (|v| + 1e-6), which biases
+          its own estimate by about -2e-6 / |lambda| relative;
+        - its stopping rule: for every t in ``tols``, (HVPs after which its relative-change
+          test stops ``eigenvalues(tol=t, maxIter=cap)``, the value it returns); a tol never
+          met within ``cap`` gets (cap, last value), as PyHessian returns at maxIter.
+        """
         from pyhessian.utils import group_product, hessian_vector_product, normalization, orthnormal
 
         def loop(h):
-            out: dict[float, tuple[int, float]] = {}
+            stops: dict[float, tuple[int, float]] = {}
+            oracle = -1
+            searching = target is not None
             v = normalization([torch.randn(q.size()) for q in h.params])
             value = None
             for i in range(cap):
@@ -220,17 +211,28 @@ class PyHessian:
                 h.model.zero_grad()
                 hv = hessian_vector_product(h.gradsH, h.params, v)
                 current = group_product(hv, v).item()
+                if searching:
+                    quotient = current / group_product(v, v).item()
+                    if abs(quotient - target) <= rel * abs(target):
+                        oracle, searching = i + 1, False
+                    elif i + 1 >= oracle_cap:
+                        searching = False
                 v = normalization(hv)
                 if value is not None:
                     for t in tols:
-                        if t not in out and abs(value - current) / (abs(value) + 1e-6) < t:
-                            out[t] = (i + 1, value)
-                    if len(out) == len(tols):
-                        break
+                        if t not in stops and abs(value - current) / (abs(value) + 1e-6) < t:
+                            stops[t] = (i + 1, value)
                 value = current
-            return {t: out.get(t, (cap, value)) for t in tols}
+                if not searching and len(stops) == len(tols):
+                    break
+            return oracle, {t: stops.get(t, (cap, value)) for t in tols}
 
         return self.run(loop)[0]
+
+    def hvps_to(self, target: float, rel: float, cap: int = 2000) -> int:
+        """Power-iteration HVPs until the Rayleigh quotient is within ``rel`` of ``target``;
+        -1 if not within ``cap`` (see :meth:`replay`)."""
+        return self.replay(target, rel, cap=cap, oracle_cap=cap)[0]
 
     def timed(self, iters: int) -> float:
         t = time.perf_counter()
@@ -276,13 +278,17 @@ def own_rule_rows(name: str, calls: list[dict]) -> list[tuple[str, str]]:
             (f"{name}: HVPs for every call within 1e-3, own stopping rules", verdict)]
 
 
-def rule_call(p, x, y, loss: str, criterion, exact: float, v0=None) -> dict:
-    """One probe call's entries for :func:`own_rule_rows`; also returns the warm start."""
+def rule_call(p, x, y, loss: str, criterion, exact: float, v0=None,
+              power_cap: int = 2000) -> dict:
+    """One probe call's entries for :func:`own_rule_rows`, plus ``power``, PyHessian's
+    oracle count to 1e-3 from the same replay (-1 past ``power_cap``), and the warm start."""
     warm = probes.eigenpairs(p, x, y, loss=loss, v0=v0)
     cold = probes.eigenpairs(p, x, y, loss=loss)
+    power, rule = PyHessian(p, x, y, criterion).replay(exact, 1e-3, RULE_TOLS,
+                                                       oracle_cap=power_cap)
     return dict(exact=exact, warm=(int(warm.hvps[0]), warm.values[0, 0].item()),
-                cold=(int(cold.hvps[0]), cold.values[0, 0].item()),
-                rule=PyHessian(p, x, y, criterion).rule_stops(), next_v0=warm.warm[0])
+                cold=(int(cold.hvps[0]), cold.values[0, 0].item()), rule=rule, power=power,
+                next_v0=warm.warm[0])
 
 
 def hvp_cell(n: int, cap: int = 2000) -> str:
@@ -374,9 +380,8 @@ def classifier_run_rows(steps: int, every: int) -> list[tuple[str, str]]:
             exact = exact.item()
             calls.append(rule_call(p, x, y, "ce", F.cross_entropy, exact, v0))
             v0 = calls[-1]["next_v0"]
-            ref = PyHessian(p, x, y, F.cross_entropy)
             totals["lanczos_oracle"] += lanczos_hvps_to(p, x, y, "ce", exact, 1e-3)[0]
-            totals["power_oracle"] += ref.hvps_to(exact, 1e-3)
+            totals["power_oracle"] += calls[-1]["power"]
         if step < steps:
             ens.step(*task.batch(step, 128))
     name = f"Fashion-MNIST CE run, {len(calls)} calls (steps 0..{steps} every {every})"
@@ -461,7 +466,7 @@ def eos_run_rows(steps: int, every: int, loss: str = "mse", cap: int = EOS_CAP
             exact = probes.eigenpairs(p, x64, y64, loss=loss, k=3, tol=1e-10,
                                       max_iter=400).values[0].tolist()
             top = exact[0]
-            own = rule_call(p, x64, y64, loss, criterion, top, v0)
+            own = rule_call(p, x64, y64, loss, criterion, top, v0, power_cap=cap)
             v0 = own["next_v0"]
             ref = PyHessian(p, x64, y64, criterion)
             (val,), n_default = ref.default(1)
@@ -471,7 +476,7 @@ def eos_run_rows(steps: int, every: int, loss: str = "mse", cap: int = EOS_CAP
             calls.append(dict(
                 step=step, loss=ens.losses(x, y).item(), exact=exact, own=own,
                 lanczos=lanczos_oracle(p, x64, y64, loss, top, 1e-3),
-                power=ref.hvps_to(top, 1e-3, cap=cap),
+                power=own["power"],
                 warm=own["warm"][0], warm_err=abs(own["warm"][1] - top) / top,
                 pyh=n_default, pyh_err=abs(val - top) / top, pyh_val=val))
         if step < steps:

@@ -218,14 +218,14 @@ def lanczos(hvp: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor, k: in
         new = ~done & (ok | torch.full_like(ok, j + 1 == steps))
         if new.any():
             idx = torch.nonzero(new).flatten()
-            vecs = torch.stack([top_s[i].T.to(dtype) @ basis[i, : j + 1] for i in idx.tolist()])
-            spread = s[:, :, -min(k + WARM_EXTRA, j + 1):].sum(-1)
-            warm[idx] = torch.stack([spread[i].to(dtype) @ basis[i, : j + 1]
-                                     for i in idx.tolist()])
+            spread = s[:, :, -min(k + WARM_EXTRA, j + 1):].sum(-1, keepdim=True)
+            coords = torch.cat([top_s, spread], -1).to(dtype)
+            ritz = torch.stack([coords[i].T @ basis[i, : j + 1] for i in idx.tolist()])
+            warm[idx] = ritz[:, top]
             values[idx, :top] = top_theta[idx]
             residuals[idx, :top] = (res[idx] / top_theta[idx].abs()).nan_to_num(
                 nan=0.0, posinf=float("inf"))
-            vectors[idx, :top] = vecs
+            vectors[idx, :top] = ritz[:, :top]
             converged[idx] = ok[idx]
             done |= new
         if bool(done.all()):
@@ -252,7 +252,8 @@ def start_vectors(m: Members, v0: torch.Tensor | None, seed: int = 0) -> torch.T
     if v0 is None:
         return r.clone()
     v = torch.as_tensor(v0).to(dtype=m.dtype, device=m.device)
-    if not m.stacked and v.ndim <= 3 and v.shape[-1:] == (n,) and v.shape[:-2] in ((), (1,)):
+    one_member = v.ndim <= 2 or (v.ndim == 3 and len(v) == 1)
+    if not m.stacked and v.shape[-1:] == (n,) and one_member:
         v = v.reshape(-1, n).sum(0, keepdim=True)
     if v.ndim == 1:
         v = v.unsqueeze(0)

@@ -115,7 +115,7 @@ class ProbeSuite:
         self._due = {name: set(s) for name, s in self.steps.items()}
         self._edges: torch.Tensor | None = None
         self._edge_layers: list[str] | None = None
-        self._vectors: torch.Tensor | None = None
+        self._warm: torch.Tensor | None = None
 
     @property
     def names(self) -> list[str]:
@@ -183,13 +183,13 @@ class ProbeSuite:
         if x is None or y is None:
             raise ValueError("the sharpness probe needs batch_x and batch_y")
         n = o["batch_size"]
-        v0 = self._vectors
+        v0 = self._warm
         if v0 is not None and (v0.shape[0] != m.k or v0.shape[2] != m.flat_size()):
             v0 = None
         pre = preconditioned_for(m, o["preconditioned"])
         pairs = eigenpairs(m, _head(x, n), _head(y, n), None, o["k"], o["tol"],
                            o["max_iter"], o["hvp"], v0, preconditioned=pre)
-        self._vectors = pairs.warm.detach().cpu().unsqueeze(1)
+        self._warm = pairs.warm.detach().cpu().unsqueeze(1)
         return sharpness_measurements(m, pairs, pre)
 
     def state_dict(self) -> dict[str, torch.Tensor | list]:
@@ -198,8 +198,8 @@ class ProbeSuite:
         if self._edges is not None:
             state["preactivations.edges"] = self._edges.clone()
             state["preactivations.layers"] = list(self._edge_layers or [])
-        if self._vectors is not None:
-            state["sharpness.vectors"] = self._vectors.clone()
+        if self._warm is not None:
+            state["sharpness.vectors"] = self._warm.clone()
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -209,4 +209,4 @@ class ProbeSuite:
         layers = state.get("preactivations.layers")
         self._edge_layers = None if layers is None else [str(s) for s in layers]
         vectors = state.get("sharpness.vectors")
-        self._vectors = None if vectors is None else torch.as_tensor(vectors).clone()
+        self._warm = None if vectors is None else torch.as_tensor(vectors).clone()

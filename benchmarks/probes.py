@@ -26,7 +26,14 @@ from torch.func import functional_call, jacrev, vmap
 
 import widthscan as ws
 import widthscan.probes as probes
-from widthscan.probes.hessian import lanczos, make_hvp, member_loss_fn, start_vectors
+from widthscan.config.schema import TaskConfig, TrainConfig
+from widthscan.probes.hessian import (
+    hessian_product,
+    lanczos,
+    make_hvp,
+    member_loss_fn,
+    start_vectors,
+)
 from widthscan.probes.members import members
 
 D_IN = 10
@@ -54,9 +61,14 @@ def ensemble(width: int = 256) -> ws.Ensemble:
                        loss="mse")
 
 
-def train(steps: int, suite: probes.ProbeSuite | None, batch: int = 128):
+BATCH = TrainConfig().batch_size
+PROBE_EXAMPLES = TaskConfig().probe_examples
+
+
+def train(steps: int, suite: probes.ProbeSuite | None, batch: int = BATCH,
+          probe_examples: int = PROBE_EXAMPLES):
     ens = ensemble()
-    probe_x, probe_y = gegenbauer_data(512, seed=-1)
+    probe_x, probe_y = gegenbauer_data(probe_examples, seed=-1)
     batch_x, batch_y = gegenbauer_data(batch, seed=-2)
     spent: dict[str, float] = {}
     calls: dict[str, int] = {}
@@ -84,18 +96,22 @@ def train(steps: int, suite: probes.ProbeSuite | None, batch: int = 128):
     return ens, train_time, spent, calls, sharp
 
 
-def overhead(steps: int) -> tuple[list[tuple[str, str]], ws.Ensemble, list]:
-    plain = train(steps, None)[1]
+def overhead(steps: int, probe_examples: int = PROBE_EXAMPLES
+             ) -> tuple[list[tuple[str, str]], ws.Ensemble, list]:
+    """The sweep's defaults (probe set of ``TaskConfig().probe_examples``, sharpness on the
+    training batch) on a width-256 MLP; ``probe_examples`` overrides the probe set size."""
+    plain = train(steps, None, probe_examples=probe_examples)[1]
     # the raw Hessian, so that the run's sharpness calls can be set against PyHessian below
     # (the default under SGD, P^1/2 H P^1/2, costs two more elementwise products per HVP)
     chosen = {name: {} for name in probes.suite.DEFAULT_PROBES}
     suite = probes.ProbeSuite({**chosen, "sharpness": {"preconditioned": False}}, steps)
-    ens, trained, spent, calls, sharp = train(steps, suite)
+    ens, trained, spent, calls, sharp = train(steps, suite, probe_examples=probe_examples)
     total = sum(spent.values())
     parts = ", ".join(f"{k} {v:.2f} s/{calls[k]}" for k, v in spent.items())
     return [
         ("training steps alone, run without probes (CPU s)",
-         f"{plain:.2f} s ({steps} steps, K=4, width 256, batch 128)"),
+         f"{plain:.2f} s ({steps} steps, K=4, width 256, batch {BATCH}, "
+         f"{probe_examples} probe examples)"),
         ("training steps, run with probes (CPU s)", f"{trained:.2f} s"),
         ("default probes (CPU s / calls)", parts),
         ("probe time / training time, same run", f"{total / trained:.1%} (target <= 10%)"),
@@ -334,20 +350,28 @@ def sharpness_rows(ens: ws.Ensemble) -> list[tuple[str, str]]:
     rows += compare("8-class CE, width 256, init", clf, x.double(), labels, "ce",
                     F.cross_entropy)
     m = members(ens)
-    hvp = make_hvp(m, member_loss_fn(m, x, y, "mse"))
     v = torch.randn(ens.k, m.flat_size())
-    t = time.perf_counter()
-    for _ in range(20):
-        hvp(v)
-    batched = (time.perf_counter() - t) / 20
     one = members(single_member(ens))
-    single = make_hvp(one, member_loss_fn(one, x, y, "mse"))
-    t = time.perf_counter()
-    for _ in range(20):
-        single(v[:1])
-    alone = (time.perf_counter() - t) / 20
-    rows.append(("one batched HVP for K=4 / one single-model HVP (float32)",
-                 f"{batched * 1e3:.2f} ms / {alone * 1e3:.2f} ms"))
+
+    def per_call(fn, *args) -> float:
+        t = time.perf_counter()
+        for _ in range(20):
+            fn(*args)
+        return (time.perf_counter() - t) / 20
+
+    closed = hessian_product(m, x, y, "mse", "closed")
+    autograd = hessian_product(m, x, y, "mse", "rev-rev")
+    times = {
+        "closed form": per_call(closed, v),
+        "autograd rev-rev": per_call(autograd, v),
+        "single-model rev-rev": per_call(hessian_product(one, x, y, "mse", "rev-rev"), v[:1]),
+        "closed-form build": per_call(hessian_product, m, x, y, "mse", "closed"),
+        "rev-rev build": per_call(hessian_product, m, x, y, "mse", "rev-rev"),
+    }
+    diff = ((closed(v) - autograd(v)).norm(dim=1) / autograd(v).norm(dim=1)).max().item()
+    rows.append(("one HVP (float32, K=4 batched unless said; build: per sharpness call)",
+                 ", ".join(f"{k} {t * 1e3:.2f} ms" for k, t in times.items())
+                 + f"; closed vs rev-rev rel diff {diff:.0e}"))
     return rows
 
 
@@ -605,6 +629,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--probe-examples", type=int, default=PROBE_EXAMPLES,
+                        help="probe set size of the overhead run (default: the sweep's)")
     parser.add_argument("--skip-entk-reference", action="store_true")
     parser.add_argument("--entk-worker", choices=["structured", "jacrev"])
     parser.add_argument("--run-steps", type=int, default=600,
@@ -623,7 +649,7 @@ def main() -> None:
         return
     rows: list[tuple[str, str]] = []
     if not args.eos_only:
-        rows, ens, sharp = overhead(args.steps)
+        rows, ens, sharp = overhead(args.steps, args.probe_examples)
         rows += suite_vs_pyhessian(sharp)
         rows += sharpness_rows(ens)
         if args.run_steps:

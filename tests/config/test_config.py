@@ -28,6 +28,8 @@ def test_example_is_valid_and_round_trips():
     ("[probes.hessian]", "probes.hessian", "allowed"),
     ("[probes.sharpness.options]\npreconditioned = 'yes'", "probes.sharpness.options",
      "allowed: true, false, 'auto'"),
+    ("[probes.sharpness.options]\nhvp = 'jvp'", "probes.sharpness.options",
+     "'closed', 'rev-rev', 'fwd-rev'"),
     ("[probes.sharpness.options]\nwarm = true", "probes.sharpness.options", "'preconditioned'"),
     ("base_width = 4096", "base_width", "wider than every width"),
     ("[optimizer]\nlr = nan", "optimizer.lr", "finite"),

@@ -9,6 +9,7 @@ tridiagonal matrix and convergence test.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,12 +19,15 @@ import torch
 from torch.func import grad, jvp
 
 from widthscan.measurement import Measurement
+from widthscan.probes import mlp_hvp
 from widthscan.probes.members import Members, members, public
-from widthscan.train.losses import member_losses
+from widthscan.train.losses import LOSSES, member_losses
 
-HVP_MODES = ("rev-rev", "fwd-rev")
+HVP_MODES = ("auto", "closed", "rev-rev", "fwd-rev")
+AUTOGRAD_MODES = ("rev-rev", "fwd-rev")
 WARM_MIX = 0.01
 WARM_EXTRA = 2
+DGKS = 2**-0.5
 
 
 class Flat:
@@ -63,11 +67,11 @@ def make_hvp(m: Members, loss_fn: Callable[[Mapping[str, torch.Tensor]], torch.T
     """A map (K, n) -> (K, n) of stacked vectors to the members' Hessian-vector products.
 
     ``rev-rev`` differentiates the gradient graph, built once, again for each vector
-    (fastest on CPU; memory of one double-backward graph). ``fwd-rev`` takes the
-    forward-mode derivative (``jvp``) of ``torch.func.grad`` per vector.
+    (memory of one double-backward graph). ``fwd-rev`` takes the forward-mode derivative
+    (``jvp``) of ``torch.func.grad`` per vector (it fails on scaled-dot-product attention).
     """
-    if mode not in HVP_MODES:
-        raise ValueError(f"hvp={mode!r}; allowed: {HVP_MODES}")
+    if mode not in AUTOGRAD_MODES:
+        raise ValueError(f"hvp={mode!r}; allowed here: {AUTOGRAD_MODES}")
     flat = Flat(m.params)
     if mode == "fwd-rev":
         params = {n: p.detach() for n, p in m.params.items()}
@@ -98,6 +102,40 @@ def make_hvp(m: Members, loss_fn: Callable[[Mapping[str, torch.Tensor]], torch.T
     return rev_rev
 
 
+def closed_form_problem(m: Members, loss: str) -> str | None:
+    """Why the closed-form HVP (``mlp_hvp``) cannot serve ``m``, or None when it can."""
+    if not mlp_hvp.supports(m.net, m.dtype):
+        return (f"hvp='closed' needs widthscan's MLP in float32/float64; this model is "
+                f"{type(m.net).__name__} in {m.dtype}")
+    if m.precision == "bfloat16":
+        return "hvp='closed' computes in the parameters' dtype; these members train in bfloat16"
+    if loss not in LOSSES:
+        return f"loss={loss!r}; allowed: {LOSSES}"
+    return None
+
+
+def hessian_product(m: Members, x: torch.Tensor, y: torch.Tensor, loss: str,
+                    mode: str = "auto") -> Callable[[torch.Tensor], torch.Tensor]:
+    """A map (K, n) -> (K, n), each member's loss Hessian on (x, y) times its row.
+
+    ``mode``: "closed" (Pearlmutter's R-operator written out for the MLP family, see
+    ``mlp_hvp``: about two training steps per product, no autograd graph), "rev-rev" or
+    "fwd-rev" (autograd, any model; see :func:`make_hvp`), or "auto": "closed" where it
+    applies, else "rev-rev".
+    """
+    if mode not in HVP_MODES:
+        raise ValueError(f"hvp={mode!r}; allowed: {HVP_MODES}")
+    problem = closed_form_problem(m, loss)
+    if mode == "closed" and problem is not None:
+        raise ValueError(problem + "; use hvp='auto' or 'rev-rev'")
+    if mode in ("auto", "closed") and problem is None:
+        y = torch.as_tensor(y).to(m.device)
+        if loss == "mse":
+            y = y.to(m.dtype)
+        return mlp_hvp.mlp_hvp(m.net, m.params, m.multipliers, m.prepare(x), y, loss)
+    return make_hvp(m, member_loss_fn(m, x, y, loss), "rev-rev" if mode == "auto" else mode)
+
+
 @dataclass
 class Eigenpairs:
     """Top-k algebraic eigenpairs of each member's Hessian.
@@ -126,19 +164,34 @@ class Eigenpairs:
 def random_direction(n: int, seed: int, salt: int, dtype: torch.dtype,
                      device: torch.device) -> torch.Tensor:
     """A unit vector (n,) drawn from its own generator: the same for every member and K,
-    and independent of the global RNG."""
+    and independent of the global RNG (a fresh copy of a cached draw)."""
+    return _direction(n, seed, salt, dtype, device).clone()
+
+
+@functools.lru_cache(maxsize=8)
+def _direction(n: int, seed: int, salt: int, dtype: torch.dtype,
+               device: torch.device) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed * 1_000_003 + salt)
     r = torch.randn(n, generator=gen, dtype=torch.float64)
     return (r / r.norm()).to(dtype=dtype, device=device)
 
 
-def _orthogonalize(w: torch.Tensor, basis: torch.Tensor, passes: int = 2) -> torch.Tensor:
-    """w (K, n) minus its projections on the orthonormal rows of basis (K, j, n)."""
+def _orthogonalize(w: torch.Tensor, basis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """w (K, n) minus its projections on the orthonormal rows of basis (K, j, n), and the
+    result's row norms (K,) float64. One classical Gram-Schmidt pass per row, and a second
+    where the first cancelled more than 1 - 1/sqrt(2) of the row's norm (DGKS: twice is
+    enough)."""
     w = w.clone()
+    before = w.norm(dim=1)
     for b, v in zip(basis, w):
-        for _ in range(passes):
-            v.addmv_(b.T, b.mv(v), alpha=-1.0)
-    return w
+        v.addmv_(b.T, b.mv(v), alpha=-1.0)
+    after = w.norm(dim=1)
+    again = after < DGKS * before
+    if bool(again.any()):
+        for i in torch.nonzero(again).flatten().tolist():
+            w[i].addmv_(basis[i].T, basis[i].mv(w[i]), alpha=-1.0)
+        after = torch.where(again, w.norm(dim=1), after)
+    return w, after.double()
 
 
 def _tridiagonal(alphas: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
@@ -179,8 +232,9 @@ def lanczos(hvp: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor, k: in
     betas = torch.zeros(kk, steps, **f64)
 
     tiny = torch.finfo(dtype).tiny
-    q = v0 / v0.norm(dim=1, keepdim=True).clamp_min(tiny)
-    bad = ~torch.isfinite(q).all(1) | (v0.norm(dim=1) == 0)
+    v0_norm = v0.norm(dim=1, keepdim=True)
+    q = v0 / v0_norm.clamp_min(tiny)
+    bad = ~torch.isfinite(v0_norm[:, 0]) | (v0_norm[:, 0] == 0)
     if bad.any():
         q[bad] = random_direction(n, seed, -1, dtype, device)
     basis = torch.empty(kk, min(steps, 16), n, dtype=dtype, device=device)
@@ -196,8 +250,7 @@ def lanczos(hvp: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor, k: in
         w.addcmul_(q, a.unsqueeze(1), value=-1.0)
         if j:
             w.addcmul_(basis[:, j - 1], betas[:, j - 1].to(dtype).unsqueeze(1), value=-1.0)
-        w = _orthogonalize(w, basis[:, : j + 1])
-        b = w.norm(dim=1).double()
+        w, b = _orthogonalize(w, basis[:, : j + 1])
         broken = ~(torch.isfinite(a) & torch.isfinite(b)) & ~done
         if broken.any():
             done |= broken
@@ -234,8 +287,8 @@ def lanczos(hvp: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor, k: in
         q = w.div_(b.to(dtype).clamp_min(tiny).unsqueeze(1))
         if breakdown.any():
             r = random_direction(n, seed, j, dtype, device).expand(kk, n)
-            r = _orthogonalize(r, basis[:, : j + 1])
-            r = r / r.norm(dim=1, keepdim=True).clamp_min(tiny)
+            r, r_norm = _orthogonalize(r, basis[:, : j + 1])
+            r = r / r_norm.to(dtype).clamp_min(tiny).unsqueeze(1)
             q = torch.where(breakdown.unsqueeze(1), r, q)
             b = torch.where(breakdown, torch.zeros_like(b), b)
         betas[:, j] = b
@@ -296,7 +349,7 @@ def lr_preconditioner(m: Members) -> torch.Tensor:
 
 
 def eigenpairs(model: Any, x: torch.Tensor, y: torch.Tensor, loss: str | None = None,
-               k: int = 1, tol: float = 1e-3, max_iter: int = 100, hvp: str = "rev-rev",
+               k: int = 1, tol: float = 1e-3, max_iter: int = 100, hvp: str = "auto",
                v0: torch.Tensor | None = None, seed: int = 0,
                preconditioned: bool = False) -> Eigenpairs:
     """Top-k algebraic eigenpairs of each member's training-loss Hessian H w.r.t. its raw
@@ -310,7 +363,7 @@ def eigenpairs(model: Any, x: torch.Tensor, y: torch.Tensor, loss: str | None = 
     name = loss or m.loss
     if name is None:
         raise ValueError("pass loss='mse' or 'ce': a Parametrized does not know its loss")
-    product = make_hvp(m, member_loss_fn(m, x, y, name), hvp)
+    product = hessian_product(m, x, y, name, hvp)
     if preconditioned:
         root, plain = lr_preconditioner(m), product
 
@@ -335,7 +388,7 @@ def sharpness_measurements(m: Members, pairs: Eigenpairs,
 
 
 def sharpness(model: Any, x: torch.Tensor, y: torch.Tensor, loss: str | None = None,
-              k: int = 1, tol: float = 1e-3, max_iter: int = 100, hvp: str = "rev-rev",
+              k: int = 1, tol: float = 1e-3, max_iter: int = 100, hvp: str = "auto",
               v0: torch.Tensor | None = None,
               preconditioned: bool = False) -> dict[str, Measurement]:
     """Top-k largest algebraic eigenvalues of the training-loss Hessian (raw parameters).
@@ -350,7 +403,9 @@ def sharpness(model: Any, x: torch.Tensor, y: torch.Tensor, loss: str | None = N
     Parametrized needs it). ``tol`` bounds each Ritz pair's relative residual (so each
     eigenvalue is accurate to at least ``tol`` relative, usually far better);
     ``max_iter`` caps HVPs per member; ``v0`` warm-starts (e.g. previous eigenvectors,
-    see :func:`eigenpairs`). ``hvp`` is "rev-rev" (default) or "fwd-rev".
+    see :func:`eigenpairs`). ``hvp`` picks the Hessian-vector product (see
+    :func:`hessian_product`): "auto" (default; closed form for the MLP family, else
+    "rev-rev"), "closed", "rev-rev" or "fwd-rev".
 
     Returns ``sharpness`` (K, k) in loss units per parameter^2 with dims ("eigen",)
     (0 = largest; times the lr scale when preconditioned), ``sharpness_residual`` (K, k)

@@ -22,7 +22,12 @@ from widthscan.probes.features import (
     measure_preactivations,
     preact_layers,
 )
-from widthscan.probes.hessian import eigenpairs, precondition_problem, sharpness_measurements
+from widthscan.probes.hessian import (
+    HVP_MODES,
+    eigenpairs,
+    precondition_problem,
+    sharpness_measurements,
+)
 from widthscan.probes.members import members
 from widthscan.probes.ntk import measure_entk
 from widthscan.probes.outputs import forward, measure_logits, measure_loss
@@ -38,7 +43,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                        "bins": 50, "range_std": 5.0},
     "attention": {"n_log": 8, "n_linear": 5, "example": 0},
     "sharpness": {"n_log": 5, "n_linear": 3, "k": 1, "tol": 1e-3, "max_iter": 100,
-                  "hvp": "rev-rev", "batch_size": None, "preconditioned": "auto"},
+                  "hvp": "auto", "batch_size": None, "preconditioned": "auto"},
     "entk": {"n_log": 4, "n_linear": 3, "n_examples": 64, "trace": True, "chunk": None,
              "method": "auto"},
 }
@@ -69,6 +74,8 @@ def _options(name: str, given: Mapping[str, Any] | None) -> dict[str, Any]:
     if name == "sharpness" and opts["preconditioned"] not in (True, False, "auto"):
         raise ValueError(f"probe 'sharpness' option preconditioned={opts['preconditioned']!r}; "
                          "allowed: true, false, 'auto'")
+    if name == "sharpness" and opts["hvp"] not in HVP_MODES:
+        raise ValueError(f"probe 'sharpness' option hvp={opts['hvp']!r}; allowed: {HVP_MODES}")
     return opts
 
 

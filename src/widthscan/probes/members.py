@@ -146,19 +146,12 @@ def members(model: Any) -> Members:
             stacked=True,
             precision=getattr(model, "precision", "float32"),
             stacked_apply=model.apply,
-            lr_scales=_lr_scales(model),
+            lr_scales=getattr(model, "lr_scale", None),
             optimizer=getattr(model, "optimizer_name", None),
         )
     raise TypeError(
         f"probes take a ws.Parametrized or a ws.Ensemble, got {type(model).__name__}"
     )
-
-
-def _lr_scales(model: Any) -> dict[str, float] | None:
-    table = getattr(model, "table", None)
-    if table is None:
-        return None
-    return {n: float(s.lr_scale) for n, s in table.items()}
 
 
 def public(m: Members, result: dict[str, Measurement]) -> dict[str, Measurement]:

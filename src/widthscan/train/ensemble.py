@@ -97,6 +97,7 @@ class Ensemble:
         first: Parametrized = members[0]
         self.shapes, self.table = first.shapes, first.table
         self.multipliers = first.multipliers
+        self.lr_scale = first.lr_scale
         names = [n for n, _ in first.net.named_parameters()]
         self.params: dict[str, torch.Tensor] = {
             n: torch.stack([dict(m.net.named_parameters())[n].detach() for m in members])

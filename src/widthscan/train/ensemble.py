@@ -133,11 +133,11 @@ class Ensemble:
 
     def apply(self, params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """Outputs (K, batch, ...) of raw stacked ``params`` (name -> (K, ...)) on a shared x."""
-        eff = scale_params(params, self.multipliers)
         if x.is_floating_point() and x.dtype != self.dtype:
             x = x.to(self.dtype)
         if self.stacking == "batched":
-            return self.net.forward_stacked(eff, x)
+            return self.net.forward_stacked(params, x, self.multipliers)
+        eff = scale_params(params, self.multipliers)
 
         def one(p: dict[str, torch.Tensor], inp: torch.Tensor) -> torch.Tensor:
             return functional_call(self.net, {**self.buffers, **p}, (inp,))

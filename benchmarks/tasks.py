@@ -131,7 +131,7 @@ def decode_floor(task: Any, bs: int, step: Any, repeats: int, device: torch.devi
                  clock: str) -> float:
     """synthetic_vision's decode alone (the (bs x k) @ (k x d) product `batch` ends with, on
     latents made beforehand) over the step, timed like the batch: a floor for its ratio."""
-    comps, offset = task._on(device, torch.float32)
+    comps, offset = task.decoder(device, torch.float32)
     z = torch.randn(bs, comps.shape[0], device=device)
     decode_t, step_t = interleaved_times(lambda i: torch.addmm(offset, z, comps), step,
                                          repeats, device, clock)

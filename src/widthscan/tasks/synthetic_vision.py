@@ -354,13 +354,13 @@ class SyntheticVision(Task):
     ) -> torch.Tensor:
         """One product in ``dtype``; on the CPU on one thread, since a multi-threaded GEMM's
         last bits depend on the thread count (bit-identical batches across processes)."""
-        comps, offset = self._on(device, dtype)
+        comps, offset = self.decoder(device, dtype)
         z = latent.to(device=device, dtype=dtype)
         with _one_thread() if device.type == "cpu" else contextlib.nullcontext():
             x = torch.addmm(offset, z, comps)
         return x if self.flatten else x.reshape(len(x), *self.image_shape)
 
-    def _on(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    def decoder(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
         """Decoder on device: x = z @ comps + offset equals (pixels - channel mean) / channel std,
         with comps = components / std (k, d) and offset = (mean - channel mean) / std (d,)."""
         key = (device, dtype)

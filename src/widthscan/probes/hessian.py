@@ -48,13 +48,16 @@ class Flat:
         return {n: t.reshape(v.shape[0], *s) for n, t, s in zip(self.names, parts, self.shapes)}
 
 
+def _targets(m: Members, y: torch.Tensor, loss: str) -> torch.Tensor:
+    """``y`` on the members' device; float MSE targets in their dtype."""
+    y = torch.as_tensor(y).to(m.device)
+    return y.to(m.dtype) if loss == "mse" and y.is_floating_point() else y
+
+
 def member_loss_fn(m: Members, x: torch.Tensor, y: torch.Tensor, loss: str
                    ) -> Callable[[Mapping[str, torch.Tensor]], torch.Tensor]:
     """params (name -> (K, ...)) -> per-member mean loss (K,) on the batch (x, y)."""
-    x = m.prepare(x)
-    y = torch.as_tensor(y).to(m.device)
-    if loss == "mse" and y.is_floating_point():
-        y = y.to(m.dtype)
+    x, y = m.prepare(x), _targets(m, y, loss)
 
     def fn(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return member_losses(m.apply(params, x), y, loss)
@@ -129,10 +132,8 @@ def hessian_product(m: Members, x: torch.Tensor, y: torch.Tensor, loss: str,
     if mode == "closed" and problem is not None:
         raise ValueError(problem + "; use hvp='auto' or 'rev-rev'")
     if mode in ("auto", "closed") and problem is None:
-        y = torch.as_tensor(y).to(m.device)
-        if loss == "mse":
-            y = y.to(m.dtype)
-        return mlp_hvp.mlp_hvp(m.net, m.params, m.multipliers, m.prepare(x), y, loss)
+        return mlp_hvp.mlp_hvp(m.net, m.params, m.multipliers, m.prepare(x),
+                               _targets(m, y, loss), loss)
     return make_hvp(m, member_loss_fn(m, x, y, loss), "rev-rev" if mode == "auto" else mode)
 
 

@@ -21,17 +21,16 @@ from collections.abc import Callable, Mapping
 import torch
 
 from widthscan.models.mlp import ACTIVATIONS, MLP
+from widthscan.train import mlp_backprop
 from widthscan.train.losses import IGNORE_INDEX
-from widthscan.train.mlp_backprop import loss_and_grad
 
 _NO_CURVATURE = {"relu", "linear"}
 
 
 def supports(net: torch.nn.Module, dtype: torch.dtype) -> bool:
     """True for our MLP (neither forward overridden) in float32 or float64."""
-    cls = type(net)
-    return (isinstance(net, MLP) and cls.forward_stacked is MLP.forward_stacked
-            and cls.forward is MLP.forward and dtype in (torch.float32, torch.float64))
+    return (mlp_backprop.supports(net) and type(net).forward is MLP.forward
+            and dtype in (torch.float32, torch.float64))
 
 
 def _derivatives(activation: str, z: torch.Tensor
@@ -51,19 +50,23 @@ def mlp_hvp(net: MLP, params: Mapping[str, torch.Tensor], multipliers: Mapping[s
             ) -> Callable[[torch.Tensor], torch.Tensor]:
     """A map (K, n) -> (K, n): stacked direction vectors (``params`` order, each member's raw
     parameters flattened and concatenated) to the Hessians of the members' mean losses
-    (``member_losses``) on (x, y) times them. params: name -> (K, ...) raw tensors."""
+    (``member_losses``) on (x, y) times them. params: name -> (K, ...) raw tensors; x
+    (batch, ...) shared; y as ``mlp_backprop.loss_and_grad`` takes it."""
     names = [name for name, _ in net.layers()]
-    layers: list[tuple[torch.Tensor, float, float | None, torch.Tensor]] = []
+    weights = [params[f"{name}.weight"] for name in names]
+    alphas = [multipliers[f"{name}.weight"] for name in names]
+    betas = [multipliers[f"{name}.bias"] if f"{name}.bias" in params else None
+             for name in names]
+    inputs: list[torch.Tensor] = []
     zs: list[torch.Tensor] = []
 
     def keep(h: torch.Tensor, z: torch.Tensor, a: torch.Tensor | None) -> None:
         inputs.append(h)
         zs.append(z)
 
-    inputs: list[torch.Tensor] = []
     with torch.no_grad():
         out = net.forward_stacked(dict(params), x, multipliers, keep).transpose(1, 2)
-        _, delta = loss_and_grad(out, y, loss)
+        _, delta = mlp_backprop.loss_and_grad(out, y, loss)
         k, c, n = out.shape
         if loss == "ce":
             probs = torch.softmax(out, 1)
@@ -72,18 +75,11 @@ def mlp_hvp(net: MLP, params: Mapping[str, torch.Tensor], multipliers: Mapping[s
         derivs = [_derivatives(net.activation, z) for z in zs[:-1]]
         deltas, errors = [delta], []
         for i in range(len(names) - 1, 0, -1):
-            w = params[f"{names[i]}.weight"]
-            alpha = multipliers[f"{names[i]}.weight"]
-            e = torch.bmm(w.transpose(1, 2), deltas[0]).mul_(alpha)
+            e = torch.bmm(weights[i].transpose(1, 2), deltas[0]).mul_(alphas[i])
             errors.insert(0, e)
             deltas.insert(0, derivs[i - 1][0] * e)
-    for name in names:
-        beta = multipliers[f"{name}.bias"] if f"{name}.bias" in params else None
-        layers.append((params[f"{name}.weight"], multipliers[f"{name}.weight"], beta,
-                       inputs[len(layers)]))
     order = list(params)
     sizes = [p[0].numel() for p in params.values()]
-    shapes = {name: p.shape[1:] for name, p in params.items()}
 
     def loss_hessian(rz: torch.Tensor) -> torch.Tensor:
         if loss == "mse":
@@ -93,44 +89,41 @@ def mlp_hvp(net: MLP, params: Mapping[str, torch.Tensor], multipliers: Mapping[s
 
     def hvp(v: torch.Tensor) -> torch.Tensor:
         parts = dict(zip(order, torch.split(v, sizes, dim=1)))
-        vw = [parts[f"{nm}.weight"].reshape(k, *shapes[f"{nm}.weight"]) for nm in names]
-        rz_all, rh_all = [], []
-        for i, (w, alpha, beta, h) in enumerate(layers):
+        vw = [parts[f"{name}.weight"].reshape(w.shape) for name, w in zip(names, weights)]
+        rzs, rhs = [], []
+        for i, (w, h) in enumerate(zip(weights, inputs)):
             if h.dim() == 2:
                 rz = torch.mm(vw[i].reshape(-1, h.shape[0]), h).view(k, -1, n)
             else:
-                rz = torch.bmm(vw[i], h)
-                rz.baddbmm_(w, rh_all[-1])
-            if alpha != 1.0:
-                rz.mul_(alpha)
-            if beta is not None:
-                rz.add_(parts[f"{names[i]}.bias"].unsqueeze(-1), alpha=beta)
-            rz_all.append(rz)
-            if i < len(layers) - 1:
-                rh_all.append(derivs[i][0] * rz)
-        out_parts: dict[str, torch.Tensor] = {}
-        rdelta = loss_hessian(rz_all[-1])
-        for i in range(len(layers) - 1, -1, -1):
-            w, alpha, beta, h = layers[i]
-            name = names[i]
-            if beta is not None:
-                out_parts[f"{name}.bias"] = rdelta.sum(-1).mul_(beta)
+                rz = torch.bmm(vw[i], h).baddbmm_(w, rhs[-1])
+            if alphas[i] != 1.0:
+                rz.mul_(alphas[i])
+            if betas[i] is not None:
+                rz.add_(parts[f"{names[i]}.bias"].unsqueeze(-1), alpha=betas[i])
+            rzs.append(rz)
+            if i < len(names) - 1:
+                rhs.append(derivs[i][0] * rz)
+        result: dict[str, torch.Tensor] = {}
+        rdelta = loss_hessian(rzs[-1])
+        for i in range(len(names) - 1, -1, -1):
+            w, h, name = weights[i], inputs[i], names[i]
+            if betas[i] is not None:
+                result[f"{name}.bias"] = rdelta.sum(-1).mul_(betas[i])
             if h.dim() == 2:
-                gw = torch.mm(rdelta.reshape(-1, n), h.t()).view(k, *w.shape[1:])
+                gw = torch.mm(rdelta.reshape(-1, n), h.t()).view(w.shape)
             else:
                 gw = torch.bmm(rdelta, h.transpose(1, 2))
-                gw.baddbmm_(deltas[i], rh_all[i - 1].transpose(1, 2))
-            out_parts[f"{name}.weight"] = gw.mul_(alpha) if alpha != 1.0 else gw
+                gw.baddbmm_(deltas[i], rhs[i - 1].transpose(1, 2))
+            result[f"{name}.weight"] = gw.mul_(alphas[i]) if alphas[i] != 1.0 else gw
             if i == 0:
                 break
-            re = torch.bmm(vw[i].transpose(1, 2), deltas[i])
-            re.baddbmm_(w.transpose(1, 2), rdelta)
-            if alpha != 1.0:
-                re.mul_(alpha)
+            re = torch.bmm(vw[i].transpose(1, 2), deltas[i]).baddbmm_(w.transpose(1, 2), rdelta)
+            if alphas[i] != 1.0:
+                re.mul_(alphas[i])
             d1, d2 = derivs[i - 1]
             rdelta = re.mul_(d1)
             if d2 is not None:
-                rdelta.addcmul_(d2 * rz_all[i - 1], errors[i - 1])
-        return torch.cat([out_parts[name].reshape(k, -1) for name in order], 1)
+                rdelta.addcmul_(d2 * rzs[i - 1], errors[i - 1])
+        return torch.cat([result[name].reshape(k, -1) for name in order], 1)
 
     return hvp

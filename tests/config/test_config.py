@@ -26,6 +26,8 @@ def test_example_is_valid_and_round_trips():
     ("[task]\nname = 'imagenet'", "task.name", "allowed: ["),
     ("[model]\nfamily = 'vgg'", "model.family", "'mlp'"),
     ("[probes.hessian]", "probes.hessian", "allowed"),
+    ("[probes.sharpness]\nevery = 30", "probes.sharpness.every",
+     "['n_linear', 'n_log', 'options']"),
     ("[probes.sharpness.options]\npreconditioned = 'yes'", "probes.sharpness.options",
      "allowed: true, false, 'auto'"),
     ("[probes.sharpness.options]\nhvp = 'jvp'", "probes.sharpness.options",

@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from probes_testlib import dense_fn, flat_params, gen, mlp, tanh_mlp, transformer
+from probes_testlib import SEEDS, dense_fn, flat_params, gen, mlp, tanh_mlp, transformer
 from torch import nn
 
 import widthscan as ws
@@ -256,8 +256,79 @@ def test_preconditioned_sharpness_is_the_same_for_mup_and_mf():
     assert ((out["mf"][False] - out["mup"][False]).abs() > 0.05 * out["mup"][False]).any()
 
 
-def test_preconditioned_needs_sgd():
-    p = ws.parametrize(mlp, 8, 4, "mup", "adam", seed=0)
+def test_adam_preconditioner_needs_the_ensembles_state():
     x, y = torch.randn(4, 4), torch.randn(4, 2)
-    with pytest.raises(ValueError, match="allowed: 'sgd'"):
+    p = ws.parametrize(mlp, 8, 4, "mup", "adam", seed=0)
+    with pytest.raises(ValueError, match=r"pass the ws\.Ensemble"):
         probes.sharpness(p, x, y, loss="mse", preconditioned=True)
+    ens = ws.Ensemble(mlp, 8, 4, "mup", "adam", [0], lr=1e-3, loss="mse")
+    with pytest.raises(ValueError, match="before its first update"):
+        probes.sharpness(ens, x, y, preconditioned=True)
+    decayed = ws.Ensemble(mlp, 8, 4, "mup", "adamw", [0], lr=1e-3, weight_decay=0.1,
+                          loss="mse")
+    decayed.step(x, y)
+    with pytest.raises(ValueError, match="decoupled weight decay"):
+        probes.sharpness(decayed, x, y, preconditioned=True)
+
+
+def _adam_root(ens, k: int) -> torch.Tensor:
+    """Adam's D^1/2 for member k, rebuilt from torch's Adam state: the next update is
+    lr_g * m / (1 - beta1^(t+1)) / (sqrt(v / (1 - beta2^t)) + eps_g), D = that / (m * lr)."""
+    opt, parts = ens.optimizer, {}
+    for g in opt.param_groups:
+        b1, b2 = g["betas"]
+        for name, leaf in zip(g["names"], g["params"]):
+            st = opt.state[leaf]
+            t = st["step"].item()
+            v = st["exp_avg_sq"][k].double()
+            d = (g["lr"] / ens.lr) / (1 - b1 ** (t + 1)) / ((v / (1 - b2**t)).sqrt() + g["eps"])
+            parts[name] = d.sqrt().reshape(-1)
+    return torch.cat([parts[n] for n in ens.params])
+
+
+def test_adam_preconditioned_sharpness_matches_dense():
+    x = torch.randn(12, 4, generator=gen(1), dtype=torch.float64)
+    y = torch.randn(12, 2, generator=gen(2), dtype=torch.float64)
+    ens = ws.Ensemble(mlp, 16, 4, "mup", "adam", SEEDS, lr=0.01, loss="mse",
+                      precision="float64")
+    for step in range(4):
+        ens.step(torch.randn(12, 4, generator=gen(30 + step), dtype=torch.float64),
+                 torch.randn(12, 2, generator=gen(40 + step), dtype=torch.float64))
+    out = probes.sharpness(ens, x, y, k=2, tol=1e-10, preconditioned=True)
+    assert (out["sharpness_preconditioned"].values == 2.0).all()
+    for k, seed in enumerate(SEEDS):
+        p = ws.parametrize(mlp, 16, 4, "mup", "adam", seed=seed, dtype=torch.float64)
+        with torch.no_grad():
+            for name, t in p.net.named_parameters():
+                t.copy_(ens.params[name][k])
+        root = _adam_root(ens, k)
+        h = dense_hessian(p, x, y)
+        exact = torch.linalg.eigvalsh(root[:, None] * h * root[None, :]).flip(0)[:2]
+        torch.testing.assert_close(torch.as_tensor(out["sharpness"].values[k]), exact,
+                                   rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("margin,stable", [(0.9, True), (1.1, False)])
+def test_adam_is_stable_below_its_preconditioned_threshold(margin, stable):
+    """Full-batch Adam on a quadratic with eps far above sqrt(v), so that its preconditioner
+    barely moves: after 300 slow steps the learning rate jumps to margin x (2 + 2 beta1) /
+    (1 - beta1) / lambda_max(D^1/2 H D^1/2). torch's Adam then converges below the
+    threshold, and above it the loss grows by many orders of magnitude (until the second
+    moments catch up)."""
+    d, n = 8, 64
+    x = torch.randn(n, d, generator=gen(1), dtype=torch.float64)
+    y = x @ torch.randn(d, 1, generator=gen(2), dtype=torch.float64)
+    jump = {}
+    ens = ws.Ensemble(linear, d, d, "sp", "adam", [0], lr=1e-3, loss="mse",
+                      precision="float64", eps=1e8,
+                      schedule=lambda t: 1.0 if t < 300 else jump["factor"])
+    for _ in range(300):
+        ens.step(x, y)
+    s = probes.sharpness(ens, x, y, tol=1e-10, preconditioned=True)["sharpness"].values
+    jump["factor"] = margin * (2 + 2 * 0.9) / (1 - 0.9) / (float(s[0, 0]) * 1e-3)
+    losses = torch.cat([ens.step(x, y) for _ in range(2000)])
+    growth = (losses.max() / losses[0]).item()
+    if stable:
+        assert growth < 1e4 and losses[-1] < 1e-6 * losses[0]
+    else:
+        assert growth > 1e8

@@ -190,3 +190,21 @@ def test_sharpness_probe_preconditions_under_sgd_by_default():
         assert (got["sharpness_preconditioned"].values == float(pre)).all()
     top = {pre: direct[pre]["sharpness"].values[:, 0] for pre in (True, False)}
     assert (np.abs(top[True] - top[False]) > 0.05 * top[True]).all()
+
+
+def test_sharpness_probe_under_adam_is_undefined_at_init_then_preconditioned():
+    """Adam's stability matrix needs its second moments: the suite's "auto" records NaN at
+    step 0 (code 2, no HVPs) and Adam's D^1/2 H D^1/2 afterwards, as the direct probe."""
+    ens = ws.Ensemble(mlp, 16, 8, "mup", "adam", SEEDS, lr=1e-2, loss="mse")
+    suite = ProbeSuite({"sharpness": {"every": 1, "tol": 1e-4}}, 3)
+    first = suite.measure(["sharpness"], ens, 0, PROBE_X, PROBE_Y, BATCH_X, BATCH_Y)["sharpness"]
+    assert np.isnan(first["sharpness"].values).all()
+    assert (first["sharpness_hvps"].values == 0).all()
+    assert (first["sharpness_preconditioned"].values == 2.0).all()
+    ens.step(*data(0))
+    got = suite.measure(["sharpness"], ens, 1, PROBE_X, PROBE_Y, BATCH_X, BATCH_Y)["sharpness"]
+    direct = probes.sharpness(ens, BATCH_X, BATCH_Y, tol=1e-4, preconditioned=True)
+    np.testing.assert_allclose(got["sharpness"].values, direct["sharpness"].values, rtol=1e-3)
+    assert (got["sharpness_preconditioned"].values == 2.0).all()
+    raw = probes.sharpness(ens, BATCH_X, BATCH_Y, tol=1e-4)["sharpness"].values
+    assert (np.abs(raw - direct["sharpness"].values) > 0.05 * raw).all()

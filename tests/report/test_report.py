@@ -16,7 +16,8 @@ from report_data import PARAMS, WIDTHS, synthetic_dataset
 
 import widthscan
 import widthscan.report
-from widthscan.report import SECTIONS
+from widthscan.report import SECTIONS, sections
+from widthscan.report.context import Context, parse_config
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -204,3 +205,20 @@ def test_sharpness_caption_says_which_hessian(tmp_path):
     pre = build(small.assign(sharpness_preconditioned=flags), tmp_path / "pre")
     assert "P^½ H P^½" in pre.source
     assert "learning-rate scales are not included" not in pre.source
+
+
+def test_sharpness_under_adam_draws_its_threshold_only_for_its_matrix(tmp_path):
+    """Adam's edge of stability is at (2 + 2 beta1) / ((1 - beta1) lr) for Adam's
+    preconditioned Hessian (code 2); a raw Hessian under Adam gets no line."""
+    ds = synthetic_dataset()
+    config = ds.attrs["config"].replace('name = "sgd"', 'name = "adam"\nbetas = [0.8, 0.999]')
+    small = ds[["sharpness"]].assign_attrs(ds.attrs, config=config)
+    raw = build(small, tmp_path / "raw")
+    assert "No threshold line: with adam" in raw.source
+    flags = xr.full_like(small["sharpness"].isel(eigen=0, drop=True), 2.0)
+    adam = small.assign(sharpness_preconditioned=flags)
+    pre = build(adam, tmp_path / "pre")
+    assert "D^½ H D^½" in pre.source and "(2+2β₁)/((1−β₁)η)" in pre.source
+    ctx = Context(ds=adam, fig_dir=tmp_path, config=parse_config(config))
+    lines, _ = sections._eos_lines(ctx, sections._sharpness_code(ctx))
+    assert lines["mup"][0][0] == pytest.approx((2 + 2 * 0.8) / (1 - 0.8) / 0.5)

@@ -6,7 +6,7 @@ import inspect
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin
 
 import tomli_w
 from pydantic import BaseModel, ValidationError
@@ -24,13 +24,20 @@ class ConfigError(ValueError):
 
 
 def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The model that owns the last key of ``loc`` (through nested models and the values of
+    ``dict[str, Model]`` fields, e.g. ``probes.<name>``), or None."""
     model: Any = SweepConfig
-    for part in loc:
+    parts = list(loc)
+    while parts:
+        part = parts.pop(0)
+        if get_origin(model) is dict:
+            model = get_args(model)[1]
+            continue
         if not (isinstance(model, type) and issubclass(model, BaseModel)):
             return None
         field = model.model_fields.get(str(part))
         if field is None:
-            return model if part == loc[-1] else None
+            return model if not parts else None
         model = field.annotation
     return None
 

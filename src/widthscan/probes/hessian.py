@@ -10,7 +10,6 @@ tridiagonal matrix and convergence test.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +20,7 @@ from torch.func import grad, jvp
 from widthscan.measurement import Measurement
 from widthscan.probes import mlp_hvp
 from widthscan.probes.members import Members, members, public
+from widthscan.probes.preconditioners import CODES, kind, preconditioner_root
 from widthscan.train.losses import LOSSES, member_losses
 
 HVP_MODES = ("auto", "closed", "rev-rev", "fwd-rev")
@@ -321,41 +321,14 @@ def start_vectors(m: Members, v0: torch.Tensor | None, seed: int = 0) -> torch.T
     return u + WARM_MIX * r
 
 
-def precondition_problem(m: Members) -> str | None:
-    """Why :func:`lr_preconditioner` cannot be formed for ``m``, or None when it can."""
-    if m.lr_scales is None:
-        return ("preconditioned=True needs the parameterization's learning-rate scales: "
-                "pass a ws.parametrize(...) result or a ws.Ensemble")
-    if m.optimizer not in (None, "sgd"):
-        return (f"preconditioned=True is the SGD stability matrix; this model's optimizer is "
-                f"{m.optimizer!r} (allowed: 'sgd'), whose preconditioner changes with its "
-                "state: use preconditioned=False")
-    return None
-
-
-def lr_preconditioner(m: Members) -> torch.Tensor:
-    """sqrt(lr_scale) of every raw parameter, flat (n,) in ``Flat`` order.
-
-    With P = diag(lr_scale), SGD's step is theta -= eta * P * grad, so near a minimum it is
-    stable while eta * lambda_max(P^1/2 H P^1/2) < 2 (2 + 2 beta with heavy-ball momentum
-    beta): the per-layer learning rates of muP / mf at width != base width rescale the
-    Hessian the edge of stability acts on.
-    """
-    problem = precondition_problem(m)
-    if problem is not None:
-        raise ValueError(problem)
-    parts = [torch.full((p[0].numel(),), math.sqrt(m.lr_scales[n]), dtype=m.dtype,
-                        device=m.device) for n, p in m.params.items()]
-    return torch.cat(parts)
-
-
 def eigenpairs(model: Any, x: torch.Tensor, y: torch.Tensor, loss: str | None = None,
                k: int = 1, tol: float = 1e-3, max_iter: int = 100, hvp: str = "auto",
                v0: torch.Tensor | None = None, seed: int = 0,
                preconditioned: bool = False) -> Eigenpairs:
     """Top-k algebraic eigenpairs of each member's training-loss Hessian H w.r.t. its raw
     parameters on the batch (x, y); see :func:`lanczos` and :func:`start_vectors`.
-    With ``preconditioned`` those of P^1/2 H P^1/2 (see :func:`lr_preconditioner`).
+    With ``preconditioned`` those of D^1/2 H D^1/2, D the optimizer's preconditioner (SGD:
+    the per-layer lr scales; Adam: from its second moments; see ``preconditioners``).
 
     Takes a Parametrized, an Ensemble or Members; the result keeps the member axis
     (K = 1 for a Parametrized). Pass its ``warm`` as the next call's ``v0``.
@@ -366,7 +339,7 @@ def eigenpairs(model: Any, x: torch.Tensor, y: torch.Tensor, loss: str | None = 
         raise ValueError("pass loss='mse' or 'ce': a Parametrized does not know its loss")
     product = hessian_product(m, x, y, name, hvp)
     if preconditioned:
-        root, plain = lr_preconditioner(m), product
+        root, plain = preconditioner_root(m), product
 
         def product(v: torch.Tensor) -> torch.Tensor:
             return root * plain(root * v)
@@ -378,14 +351,25 @@ def eigenpairs(model: Any, x: torch.Tensor, y: torch.Tensor, loss: str | None = 
 def sharpness_measurements(m: Members, pairs: Eigenpairs,
                            preconditioned: bool = False) -> dict[str, Measurement]:
     """``sharpness`` (K, k), ``sharpness_residual`` (K, k), ``sharpness_hvps`` (K,) and
-    ``sharpness_preconditioned`` (K,): 1.0 for P^1/2 H P^1/2, 0.0 for H."""
+    ``sharpness_preconditioned`` (K,): which matrix, as ``preconditioners.CODES`` (0 for H,
+    1 for SGD's D^1/2 H D^1/2, 2 for Adam's)."""
+    code = CODES[kind(m)] if preconditioned else CODES["none"]
     return {
         "sharpness": m.measurement(("eigen",), pairs.values),
         "sharpness_residual": m.measurement(("eigen",), pairs.residuals),
         "sharpness_hvps": m.measurement((), pairs.hvps),
         "sharpness_preconditioned": m.measurement(
-            (), torch.full((m.k,), float(preconditioned), dtype=torch.float64)),
+            (), torch.full((m.k,), code, dtype=torch.float64)),
     }
+
+
+def undefined_sharpness(m: Members, k: int) -> dict[str, Measurement]:
+    """:func:`sharpness_measurements` of a matrix that is not defined yet (Adam's before its
+    first update): NaN values and residuals, 0 HVPs, code 2."""
+    nan = torch.full((m.k, k), float("nan"), dtype=torch.float64)
+    pairs = Eigenpairs(nan, torch.empty(m.k, k, 0), nan, torch.zeros(m.k, dtype=torch.int64),
+                       torch.zeros(m.k, dtype=torch.bool), torch.empty(m.k, 0))
+    return sharpness_measurements(m, pairs, preconditioned=True)
 
 
 def sharpness(model: Any, x: torch.Tensor, y: torch.Tensor, loss: str | None = None,
@@ -394,10 +378,12 @@ def sharpness(model: Any, x: torch.Tensor, y: torch.Tensor, loss: str | None = N
               preconditioned: bool = False) -> dict[str, Measurement]:
     """Top-k largest algebraic eigenvalues of the training-loss Hessian (raw parameters).
 
-    ``preconditioned=True`` (SGD only) takes them of P^1/2 H P^1/2 instead, P the
-    parameterization's per-parameter learning-rate scales: the matrix SGD's edge of
-    stability acts on, to compare with 2/lr (2(1 + momentum)/lr). Both agree under SP and
-    at the base width; under muP at other widths only the preconditioned one meets 2/lr.
+    ``preconditioned=True`` takes them of D^1/2 H D^1/2 instead, the matrix the optimizer's
+    edge of stability acts on (``preconditioners``). SGD: D = the parameterization's
+    per-parameter learning-rate scales, to compare with 2/lr (2(1 + momentum)/lr); raw and
+    preconditioned agree under SP and at the base width, under muP at other widths only
+    the preconditioned one meets 2/lr. Adam (an Ensemble, after its first step): D from
+    its second moments, to compare with (2 + 2 beta_1) / ((1 - beta_1) lr) = 38/lr.
 
     Lanczos with full reorthogonalization on Hessian-vector products of the batch
     (x, y), all members at once; ``loss`` defaults to the ensemble's ("mse" | "ce"; a
@@ -409,9 +395,9 @@ def sharpness(model: Any, x: torch.Tensor, y: torch.Tensor, loss: str | None = N
     "rev-rev"), "closed", "rev-rev" or "fwd-rev".
 
     Returns ``sharpness`` (K, k) in loss units per parameter^2 with dims ("eigen",)
-    (0 = largest; times the lr scale when preconditioned), ``sharpness_residual`` (K, k)
-    relative residuals, ``sharpness_hvps`` (K,) int64 and ``sharpness_preconditioned``
-    (K,) 1.0 / 0.0, dims (); no K axis for a Parametrized.
+    (0 = largest; times D when preconditioned), ``sharpness_residual`` (K, k) relative
+    residuals, ``sharpness_hvps`` (K,) int64 and ``sharpness_preconditioned`` (K,) 0.0 (H),
+    1.0 (SGD's D) or 2.0 (Adam's D), dims (); no K axis for a Parametrized.
     """
     m = members(model)
     pairs = eigenpairs(m, x, y, loss, k, tol, max_iter, hvp, v0, preconditioned=preconditioned)

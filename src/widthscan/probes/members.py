@@ -30,6 +30,8 @@ class Members:
     loss: "mse" | "ce" | None. stacked: False for a Parametrized (results drop the K axis).
     lr_scales: name -> the parameterization's learning-rate scale (optimizer's lr = lr *
     scale), for the optimizer ``optimizer`` ("sgd", "adam", "adamw"); None if unknown.
+    torch_optimizer: the torch optimizer that trains these stacked parameters (an
+    Ensemble's; its Adam state gives Adam's preconditioner), else None.
     """
 
     net: nn.Module
@@ -42,6 +44,7 @@ class Members:
     stacked_apply: Callable[[Mapping[str, torch.Tensor], torch.Tensor], torch.Tensor] | None = None
     lr_scales: dict[str, float] | None = None
     optimizer: str | None = None
+    torch_optimizer: torch.optim.Optimizer | None = None
 
     @property
     def k(self) -> int:
@@ -148,10 +151,16 @@ def members(model: Any) -> Members:
             stacked_apply=model.apply,
             lr_scales=getattr(model, "lr_scale", None),
             optimizer=getattr(model, "optimizer_name", None),
+            torch_optimizer=_torch_optimizer(model),
         )
     raise TypeError(
         f"probes take a ws.Parametrized or a ws.Ensemble, got {type(model).__name__}"
     )
+
+
+def _torch_optimizer(model: Any) -> torch.optim.Optimizer | None:
+    opt = getattr(model, "optimizer", None)
+    return opt if isinstance(opt, torch.optim.Optimizer) else None
 
 
 def public(m: Members, result: dict[str, Measurement]) -> dict[str, Measurement]:

@@ -25,12 +25,13 @@ from widthscan.probes.features import (
 from widthscan.probes.hessian import (
     HVP_MODES,
     eigenpairs,
-    precondition_problem,
     sharpness_measurements,
+    undefined_sharpness,
 )
 from widthscan.probes.members import members
 from widthscan.probes.ntk import measure_entk
 from widthscan.probes.outputs import forward, measure_logits, measure_loss
+from widthscan.probes.preconditioners import awaiting_first_step, precondition_problem
 from widthscan.probes.schedule import schedule_steps
 
 SCHEDULE_KEYS = ("n_log", "n_linear", "first", "every", "steps")
@@ -83,12 +84,15 @@ def _head(x: torch.Tensor | None, n: int | None) -> torch.Tensor | None:
     return x if x is None or n is None else x[:n]
 
 
-def preconditioned_for(m, option: bool | str) -> bool:
+def preconditioned_for(m, option: bool | str) -> bool | None:
     """The sharpness probe's ``preconditioned`` option resolved for ``m``: "auto" is True
-    under SGD (the edge-of-stability matrix, see ``hessian.lr_preconditioner``), else False."""
-    if option == "auto":
-        return precondition_problem(m) is None
-    return bool(option)
+    where the optimizer's stability matrix can be formed (``preconditioners``), None for
+    Adam before its first update (its matrix is not defined yet), else False."""
+    if option != "auto":
+        return bool(option)
+    if awaiting_first_step(m):
+        return None
+    return precondition_problem(m) is None
 
 
 class ProbeSuite:
@@ -194,6 +198,8 @@ class ProbeSuite:
         if v0 is not None and (v0.shape[0] != m.k or v0.shape[2] != m.flat_size()):
             v0 = None
         pre = preconditioned_for(m, o["preconditioned"])
+        if pre is None:
+            return undefined_sharpness(m, o["k"])
         pairs = eigenpairs(m, _head(x, n), _head(y, n), None, o["k"], o["tol"],
                            o["max_iter"], o["hvp"], v0, preconditioned=pre)
         self._warm = pairs.warm.detach().cpu().unsqueeze(1)

@@ -24,6 +24,7 @@ from widthscan.analysis import (
     variance_vs_ensemble_size,
 )
 from widthscan.analysis.dims import ensemble_mean
+from widthscan.probes import preconditioners
 from widthscan.report import figures
 from widthscan.report.context import Context, Skip
 from widthscan.report.html import SectionOut
@@ -231,14 +232,26 @@ def attention(ctx: Context) -> SectionOut:
 # ---------------------------------------------------------------- dynamics
 
 
-def _eos_lines(ctx: Context) -> tuple[dict, str]:
+def _eos_lines(ctx: Context, code: float) -> tuple[dict, str]:
+    """Threshold lines eta -> factor / eta for the optimizer of the sweep, and a caption note.
+    ``code``: which matrix the sharpness is of (``preconditioners.CODES``)."""
     opt = ctx.section("optimizer")
     name = str(opt.get("name", "sgd"))
-    if name != "sgd":
-        return {}, (f"No 2/η line: with {name} the stability threshold applies to the "
-                    f"preconditioned Hessian.")
-    beta = float(opt.get("momentum", 0.0) or 0.0)
-    factor, label = (2.0 * (1 + beta), "2(1+β)/η") if beta > 0 else (2.0, "2/η")
+    if name in preconditioners.ADAM:
+        if code != preconditioners.CODES["adam"]:
+            return {}, (f"No threshold line: with {name} the stability threshold applies to "
+                        "Adam's preconditioned Hessian (probe option preconditioned = 'auto').")
+        beta1 = float((opt.get("betas") or (0.9, 0.999))[0])
+        factor = preconditioners.threshold(name, beta1=beta1)
+        label = f"{factor:.3g}/η"
+        note_label = f"(2+2β₁)/((1−β₁)η) = {label} (β₁ = {beta1:g})"
+    elif name == "sgd":
+        beta = float(opt.get("momentum", 0.0) or 0.0)
+        factor = preconditioners.threshold(name, momentum=beta)
+        label = "2(1+β)/η" if beta > 0 else "2/η"
+        note_label = label
+    else:
+        return {}, f"No threshold line: the edge of stability of {name} is not modelled."
     lines: dict = {}
     schedule = ctx.section("schedule")
     constant = schedule.get("kind", "constant") == "constant" and not schedule.get(
@@ -253,17 +266,18 @@ def _eos_lines(ctx: Context) -> tuple[dict, str]:
                  for p in ctx.params}
         src = f"the config's optimizer.lr = {ctx.lr():g}"
     else:
-        return {}, "No 2/η line: the learning rate is not known."
-    return lines, f"Dashed: the edge-of-stability threshold {label} with η {src}."
+        return {}, "No threshold line: the learning rate is not known."
+    return lines, f"Dashed: the edge-of-stability threshold {note_label} with η {src}."
 
 
-def _preconditioned(ctx: Context) -> bool:
-    """Whether every stored sharpness is of P^1/2 H P^1/2 (runs before that probe option
-    existed stored the raw Hessian's)."""
+def _sharpness_code(ctx: Context) -> float:
+    """Which matrix every stored sharpness is of (``preconditioners.CODES``; runs before
+    that probe option existed stored the raw Hessian's: 0)."""
     if not ctx.has("sharpness_preconditioned"):
-        return False
-    flags = ctx.ds["sharpness_preconditioned"]
-    return bool((flags.fillna(1.0) == 1.0).all())
+        return preconditioners.CODES["none"]
+    flags = ctx.ds["sharpness_preconditioned"].values
+    codes = set(np.unique(flags[np.isfinite(flags)]).tolist())
+    return codes.pop() if len(codes) == 1 else preconditioners.CODES["none"]
 
 
 def _most_complete(da: xr.DataArray) -> xr.DataArray:
@@ -281,12 +295,18 @@ def sharpness(ctx: Context) -> SectionOut:
     top = ctx.ds["sharpness"]
     if "eigen" in top.dims:
         top = top.isel(eigen=0)
-    lines, note = _eos_lines(ctx)
-    if _preconditioned(ctx):
+    code = _sharpness_code(ctx)
+    lines, note = _eos_lines(ctx, code)
+    if code == preconditioners.CODES["sgd"]:
         ylabel = r"top eigenvalue of $P^{1/2} H P^{1/2}$ (loss / param², × lr scale)"
         what = ("Top eigenvalue of the training-loss Hessian preconditioned by the "
                 "parameterization's per-layer learning-rate scales P (P^½ H P^½, Lanczos): "
                 "the matrix SGD's edge of stability acts on, comparable across widths")
+    elif code == preconditioners.CODES["adam"]:
+        ylabel = r"top eigenvalue of $D^{1/2} H D^{1/2}$ (Adam's preconditioner D)"
+        what = ("Top eigenvalue of the training-loss Hessian preconditioned by Adam's D = "
+                "lr scale / ((1 − β₁^(t+1)) (√v̂ + ε)) (D^½ H D^½, Lanczos; Cohen et al. 2022): "
+                "the matrix Adam's edge of stability acts on; undefined at step 0")
     else:
         ylabel = "top Hessian eigenvalue λ_max (loss / param²)"
         what = "Top eigenvalue of the training-loss Hessian (raw parameters, Lanczos)"

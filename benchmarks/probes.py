@@ -118,17 +118,14 @@ def overhead(steps: int, probe_examples: int = PROBE_EXAMPLES
     ], ens, sharp
 
 
-def suite_vs_pyhessian(sharp: list) -> list[tuple[str, str]]:
+def suite_vs_pyhessian(ens: ws.Ensemble, sharp: list) -> list[tuple[str, str]]:
     """The suite's warm-started sharpness calls (member 0) against PyHessian's default
     (tol=1e-3, cold) on the same states and batch."""
     x, y = gegenbauer_data(128, seed=-2)
     ours = theirs = 0
     ours_err = theirs_err = 0.0
     for params, value, hvps in sharp:
-        p = ws.parametrize(mlp, 256, 64, "mup", "sgd", seed=0)
-        with torch.no_grad():
-            for name, t in p.net.named_parameters():
-                t.copy_(params[name])
+        p = as_parametrized(mlp, ens, params, torch.float32)
         exact = probes.eigenpairs(p, x, y, loss="mse", tol=1e-7, max_iter=300).values[0, 0]
         (val,), n = PyHessian(p, x, y, F.mse_loss).default(1)
         ours, theirs = ours + hvps, theirs + n
@@ -139,14 +136,22 @@ def suite_vs_pyhessian(sharp: list) -> list[tuple[str, str]]:
              f"({theirs_err:.0e}) = {theirs / ours:.1f}x fewer")]
 
 
-def as_float64(factory, ens: ws.Ensemble, k: int = 0) -> ws.parametrization.Parametrized:
-    """Member k of ``ens`` as a float64 Parametrized (same raw parameters)."""
-    p = ws.parametrize(factory, ens.width, ens.base_width, ens.param, "sgd", seed=ens.seeds[k],
-                       dtype=torch.float64)
+def as_parametrized(factory, ens: ws.Ensemble, raw: dict[str, torch.Tensor],
+                    dtype: torch.dtype) -> ws.parametrization.Parametrized:
+    """A Parametrized of ``ens``'s width and parameterization holding the raw parameters
+    ``raw`` (name -> one member's tensor), in ``dtype``."""
+    p = ws.parametrize(factory, ens.width, ens.base_width, ens.param, "sgd", seed=ens.seeds[0],
+                       dtype=dtype)
     with torch.no_grad():
         for name, t in p.net.named_parameters():
-            t.copy_(ens.params[name][k])
+            t.copy_(raw[name])
     return p
+
+
+def as_member(factory, ens: ws.Ensemble, k: int = 0, dtype: torch.dtype = torch.float64
+              ) -> ws.parametrization.Parametrized:
+    """Member k of ``ens`` as a Parametrized (same raw parameters), float64 by default."""
+    return as_parametrized(factory, ens, {n: p[k] for n, p in ens.params.items()}, dtype)
 
 
 def lanczos_hvps_to(p, x, y, loss: str, target: float, rel: float) -> tuple[int, float]:
@@ -343,7 +348,7 @@ def classifier(width: int):
 
 def sharpness_rows(ens: ws.Ensemble) -> list[tuple[str, str]]:
     x, y = gegenbauer_data(128, seed=-2)
-    rows = compare("MSE regression, width 256, after training", as_float64(mlp, ens),
+    rows = compare("MSE regression, width 256, after training", as_member(mlp, ens),
                    x.double(), y.double(), "mse", F.mse_loss)
     labels = (x[:, :3] > 0).long() @ torch.tensor([1, 2, 4])
     clf = ws.parametrize(classifier, 256, 64, "mup", "sgd", seed=0, dtype=torch.float64)
@@ -351,7 +356,7 @@ def sharpness_rows(ens: ws.Ensemble) -> list[tuple[str, str]]:
                     F.cross_entropy)
     m = members(ens)
     v = torch.randn(ens.k, m.flat_size())
-    one = members(single_member(ens))
+    one = members(as_member(mlp, ens, 0, torch.float32))
 
     def per_call(fn, *args) -> float:
         t = time.perf_counter()
@@ -399,7 +404,7 @@ def classifier_run_rows(steps: int, every: int) -> list[tuple[str, str]]:
     calls: list[dict] = []
     for step in range(steps + 1):
         if step % every == 0:
-            p = as_float64(fmnist_mlp, ens)
+            p = as_member(fmnist_mlp, ens)
             exact = probes.eigenpairs(p, x, y, loss="ce", tol=1e-10, max_iter=300).values[0, 0]
             exact = exact.item()
             calls.append(rule_call(p, x, y, "ce", F.cross_entropy, exact, v0))
@@ -486,7 +491,7 @@ def eos_run_rows(steps: int, every: int, loss: str = "mse", cap: int = EOS_CAP
     calls: list[dict] = []
     for step in range(steps + 1):
         if step % every == 0:
-            p = as_float64(fmnist_mlp, ens)
+            p = as_member(fmnist_mlp, ens)
             exact = probes.eigenpairs(p, x64, y64, loss=loss, k=3, tol=1e-10,
                                       max_iter=400).values[0].tolist()
             top = exact[0]
@@ -563,14 +568,6 @@ def eos_run_rows(steps: int, every: int, loss: str = "mse", cap: int = EOS_CAP
                       + ", ".join(f"{n} ({abs(v - l1) / l1:.0e})"
                                   for n, v in c["own"]["rule"].values()) + " |")
     return rows, detail
-
-
-def single_member(ens: ws.Ensemble) -> ws.parametrization.Parametrized:
-    p = ws.parametrize(mlp, ens.width, ens.base_width, ens.param, "sgd", seed=ens.seeds[0])
-    with torch.no_grad():
-        for name, t in p.net.named_parameters():
-            t.copy_(ens.params[name][0])
-    return p
 
 
 def entk_worker(method: str) -> None:
@@ -650,7 +647,7 @@ def main() -> None:
     rows: list[tuple[str, str]] = []
     if not args.eos_only:
         rows, ens, sharp = overhead(args.steps, args.probe_examples)
-        rows += suite_vs_pyhessian(sharp)
+        rows += suite_vs_pyhessian(ens, sharp)
         rows += sharpness_rows(ens)
         if args.run_steps:
             rows += classifier_run_rows(args.run_steps, args.run_every)

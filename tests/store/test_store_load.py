@@ -135,24 +135,28 @@ def test_coordinates(ds):
     assert ds["step"].values.tolist() == list(SCALAR_STEPS)
     assert ds["logits_step"].values.tolist() == list(LOGIT_STEPS)
     assert ds["kernels_step"].values.tolist() == list(KERNEL_STEPS)
-    assert ds["layer"].values.tolist() == LAYERS
+    assert ds["kernel_layer"].values.tolist() == LAYERS
 
 
 def test_variable_dims(ds):
     assert ds["loss"].dims == ("param", "width", "seed", "step")
     assert ds["lr"].dims == ("param", "width", "seed", "step")
-    assert ds["logits"].dims == ("param", "width", "seed", "logits_step", "example", "output")
-    assert ds["margin"].dims == ("param", "width", "seed", "logits_step", "example")
+    assert ds["logits"].dims == (
+        "param", "width", "seed", "logits_step", "logits_example", "output")
+    assert ds["margin"].dims == ("param", "width", "seed", "logits_step", "margin_example")
     assert ds["kernel"].dims == (
         "param",
         "width",
         "seed",
         "kernels_step",
-        "layer",
-        "example",
-        "example2",
+        "kernel_layer",
+        "kernel_example",
+        "kernel_example2",
     )
-    assert ds.sizes["example"] == 3 and ds.sizes["output"] == 2 and ds.sizes["example2"] == 3
+    assert ds.sizes["logits_example"] == 3 and ds.sizes["output"] == 2
+    assert ds.sizes["kernel_example2"] == 3
+    assert ds["kernel"].attrs["dims_on_disk"] == ["layer", "example", "example2"]
+    assert ds["kernel"].attrs["per"] == "example"
 
 
 @pytest.mark.parametrize(
@@ -259,23 +263,23 @@ def test_clashing_dims_are_renamed_and_labels_are_unioned(tmp_path):
 
     for width, layers in ((8, ["a", "b"]), (16, ["b", "c"])):
         rs = RunStore(run_dir(tmp_path, "mup", width))
-        rs.write_probe("logits", 0, {"logits": Measurement(("example",), np.full((1, 3), width))})
+        rs.write_probe("logits", 0, {"logits": Measurement(("output",), np.full((1, 3), width))})
         stats = np.array([[[width, 0.0], [width + 1, 1.0]]])
         rs.write_probe(
             "kernels",
             0,
             {
-                "kernel": Measurement(("example", "example2"), np.ones((1, 4, 4))),
+                "kernel": Measurement(("output", "example2"), np.ones((1, 4, 4))),
                 "stats": Measurement(("layer", "stat"), stats, {"layer": layers}),
             },
         )
         rs.write_status({"state": "done", "step": 0, "steps": 1, "seeds": [0]})
-    with pytest.warns(LoadWarning, match="logits_example"):
+    with pytest.warns(LoadWarning, match="logits_output"):
         ds = load(tmp_path)
-    assert ds["kernel"].dims[-2:] == ("example", "example2") and ds.sizes["example"] == 4
-    assert ds["logits"].dims[-1] == "logits_example" and ds.sizes["logits_example"] == 3
+    assert ds["kernel"].dims[-2:] == ("output", "kernel_example2") and ds.sizes["output"] == 4
+    assert ds["logits"].dims[-1] == "logits_output" and ds.sizes["logits_output"] == 3
     assert (ds["logits"].sel(width=16).values == 16).all()
-    assert ds["layer"].values.tolist() == ["a", "b", "c"]
+    assert ds["stats_layer"].values.tolist() == ["a", "b", "c"]
     got = ds["stats"].isel(param=0, seed=0, kernels_step=0, stat=0)
     np.testing.assert_array_equal(got.sel(width=8).values, [8, 9, np.nan])
     np.testing.assert_array_equal(got.sel(width=16).values, [np.nan, 16, 17])

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import xarray as xr
 
-from widthscan.analysis.dims import ensemble_mean, find_step_dim, get_var, ordered
+from widthscan.analysis.dims import ensemble_mean, find_step_dim, get_var, ordered, sample_dims
 
 BOUNDS = (1e-3, 4.0)
 _GOLDEN = (np.sqrt(5.0) - 1.0) / 2.0
@@ -266,7 +266,7 @@ def _extrapolate_logits(
     f: xr.DataArray, bounds: tuple[float, float], r2_min: float
 ) -> xr.Dataset:
     f = ensemble_mean(f.sortby("width").astype(np.float64))
-    series = [d for d in ("example", "output") if d in f.dims]
+    series = [*sample_dims(f), *(["output"] if "output" in f.dims else [])]
     groups = [d for d in f.dims if d not in (*series, "width")]
     f = f.transpose(*groups, *series, "width")
     widths = f["width"].values

@@ -351,7 +351,9 @@ def bias_variance_section(ctx: Context) -> SectionOut:
     bv = ctx.get("bv", lambda: bias_variance(data, loss=loss))
     vk = ctx.get("vk", lambda: variance_vs_ensemble_size(data, loss=loss))
     last = ctx.last_step("logits")
-    unit = f"loss on probe set ({'MSE' if loss == 'mse' else 'cross-entropy, nats'})"
+    per_token = ctx.ds["logits"].attrs.get("per") == "token"
+    unit = (f"loss on probe set{', per token' if per_token else ''} "
+            f"({'MSE' if loss == 'mse' else 'cross-entropy, nats'})")
     fig1 = figures.bias_variance_vs_width(
         _step_sel(bv, -1), ylabel=unit,
         title=f"Bias and variance over seeds against width (probe set, step {last})")
@@ -365,7 +367,11 @@ def bias_variance_section(ctx: Context) -> SectionOut:
             "infinite ensemble; dotted: the 1/k law of uncorrelated members.")
     return SectionOut("bias-variance", "Bias and variance over initializations", figures=[
         ctx.figure("bias_variance", fig1, cap1), ctx.figure("variance_ensemble", fig2, cap2)],
-        paragraphs=[f"Loss used: {loss}, on the probe set's targets (the 'targets' variable)."])
+        paragraphs=[f"Loss used: {loss}, on the probe set's targets (the 'targets' variable)."
+                    + (f" Language model: the loss is per token, a mean over the "
+                       f"{data['logits'].sizes['example']} predicted positions whose full "
+                       f"logits the probe keeps (logits option n_full), the ensemble "
+                       f"averaging the members' logits at each token." if per_token else "")])
 
 
 # ---------------------------------------------------------------- scaling
@@ -428,6 +434,9 @@ def spectra(ctx: Context) -> SectionOut:
     entk = entk.where(~bad, 0.0)
     t = ctx.targets()
     paragraphs, figs = [], []
+    if t is not None and "example" in t.coords and set(entk["example"].values) <= set(
+            t["example"].values):
+        t = t.sel(example=entk["example"].values)
     if t is not None and t.sizes.get(t.dims[0], 0) != entk.sizes["example"]:
         paragraphs.append(f"C(k) and kernel flow left out: the targets cover "
                           f"{t.sizes[t.dims[0]]} examples, the eNTK {entk.sizes['example']}.")

@@ -1,4 +1,5 @@
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -283,3 +284,62 @@ def test_clashing_dims_are_renamed_and_labels_are_unioned(tmp_path):
     got = ds["stats"].isel(param=0, seed=0, kernels_step=0, stat=0)
     np.testing.assert_array_equal(got.sel(width=8).values, [8, 9, np.nan])
     np.testing.assert_array_equal(got.sel(width=16).values, [np.nan, 16, 17])
+
+
+class _ShardOpens:
+    """Counts opens of probe shards (.npz) through builtins.open and zipfile."""
+
+    def __init__(self, monkeypatch):
+        import builtins
+        import zipfile
+
+        self.paths: list[str] = []
+        real_open, real_zip = builtins.open, zipfile.ZipFile.__init__
+
+        def counting_open(file, *args, **kwargs):
+            if str(file).endswith(".npz"):
+                self.paths.append(str(file))
+            return real_open(file, *args, **kwargs)
+
+        def counting_zip(zf, file, *args, **kwargs):
+            if isinstance(file, (str, os.PathLike)) and str(file).endswith(".npz"):
+                self.paths.append(str(file))
+            return real_zip(zf, file, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", counting_open)
+        monkeypatch.setattr(zipfile.ZipFile, "__init__", counting_zip)
+
+
+def test_load_opens_no_probe_shard_until_values_are_asked_for(sweep, monkeypatch):
+    opens = _ShardOpens(monkeypatch)
+    with pytest.warns(IncompleteSweepWarning):
+        lazy = load(sweep)
+    assert opens.paths == []
+    assert lazy["loss"].chunks is None and lazy["kernel"].chunks is not None
+    one = lazy["kernel"].sel(param="sp", width=128, kernels_step=8)
+    assert opens.paths == []
+    np.testing.assert_array_equal(one.sel(seed=9).values, kernel("sp", 128, 9, 8))
+    assert [os.path.basename(p) for p in opens.paths] == ["000000008.npz"]
+    assert "param=sp" in opens.paths[0] and "width=128" in opens.paths[0]
+    opens.paths.clear()
+    assert lazy["logits"].values.shape[0] == len(PARAMS)
+    written = sum(step <= last_step(p, w) for p, w in itertools.product(PARAMS, WIDTHS)
+                  for step in LOGIT_STEPS)
+    assert len(opens.paths) == written
+
+
+def test_store_without_shapes_in_dims_json_loads_the_same(tmp_path, sweep, ds):
+    """Stores written before dims.json recorded shapes are laid out from shard headers."""
+    import json
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(sweep, old)
+    for path in old.rglob("dims.json"):
+        specs = json.loads(path.read_text())
+        path.write_text(json.dumps({v: {k: s[k] for k in ("dims", "coords")}
+                                    for v, s in specs.items()}))
+    with pytest.warns(IncompleteSweepWarning):
+        got = load(old)
+    for var in ("logits", "kernel", "margin"):
+        np.testing.assert_array_equal(got[var].values, ds[var].values)

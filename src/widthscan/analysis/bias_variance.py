@@ -58,7 +58,7 @@ def stored_targets(t: xr.DataArray) -> xr.DataArray:
         complete = np.flatnonzero(flat.notnull().all([d for d in flat.dims
                                                        if d != "_member"]).values)
         t = flat.isel(_member=int(complete[0]) if complete.size else 0, drop=True)
-    t = _as_example(t)
+    t = _as_example(t).compute()
     if t.ndim == 1 and not np.issubdtype(t.dtype, np.integer):
         v = t.values
         if np.isfinite(v).all() and np.array_equal(v, np.round(v)):

@@ -65,11 +65,13 @@ def find_step_dim(da: xr.DataArray) -> str | None:
 
 
 def get_var(data: xr.Dataset | xr.DataArray, var: str | None) -> xr.DataArray:
-    """The DataArray ``data[var]`` (or ``data`` itself), sorted by width."""
+    """The DataArray ``data[var]`` (or ``data`` itself), sorted by width, in memory (a
+    lazily loaded variable is read here, once per call)."""
     da = data if isinstance(data, xr.DataArray) else data[var]
     if "width" not in da.dims:
         raise ValueError(f"{da.name or var!r} has no 'width' dim: {tuple(da.dims)}")
-    return da.sortby("width")
+    da = da.sortby("width")
+    return da.compute() if da.chunks is not None else da
 
 
 def reduced_dims(da: xr.DataArray, keep: Iterable[str] = ()) -> list[str]:

@@ -8,6 +8,7 @@ is detected as torn and the embedded metadata (which belongs to those tensors) i
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import warnings
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
 TENSORS_FILE = "checkpoint.safetensors"
 META_FILE = "checkpoint.json"
+ARCHIVE_DIR = "checkpoints"
 
 
 class StoreWarning(UserWarning):
@@ -114,3 +116,25 @@ def load_checkpoint(
     meta = json.loads(embedded)
     atomic_write_json(js_path, {"nonce": st_meta.get("nonce"), "meta": meta})
     return tensors, meta
+
+
+def remove_checkpoint(run_dir: Path) -> None:
+    """Delete the checkpoint pair (the metadata first, so a crash between the two leaves
+    tensors that carry their own metadata, never metadata without tensors)."""
+    for name in (META_FILE, TENSORS_FILE):
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def archive_checkpoint(run_dir: Path, step: int) -> Path:
+    """Hard-link (or copy) the current checkpoint tensors to
+    ``checkpoints/<step:09d>.safetensors`` (they embed their metadata)."""
+    import shutil
+
+    target = run_dir / ARCHIVE_DIR / f"{int(step):09d}.safetensors"
+    target.parent.mkdir(exist_ok=True)
+    target.unlink(missing_ok=True)
+    try:
+        os.link(run_dir / TENSORS_FILE, target)
+    except OSError:
+        shutil.copyfile(run_dir / TENSORS_FILE, target)
+    return target

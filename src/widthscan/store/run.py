@@ -147,6 +147,16 @@ class RunStore:
     def _invalidate_parquet(self) -> None:
         (self.path / PARQUET_FILE).unlink(missing_ok=True)
 
+    def _reopen_log(self) -> None:
+        """A finished run keeps its scalars only as parquet: before appending to or cutting
+        the log again, write the JSONL back from it (durably, before the parquet goes)."""
+        jsonl, parquet = self.path / SCALARS_FILE, self.path / PARQUET_FILE
+        if jsonl.exists() or not parquet.exists():
+            return
+        df = pd.read_parquet(parquet)
+        rows = [{k: v for k, v in row.items()} for row in df.to_dict("records")]
+        atomic_write_bytes(jsonl, _scalars.encode_rows(rows))
+
     def append_scalars(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Append rows ``{"step": int, "seed": int, <metric>: number, ...}`` to scalars.jsonl.
 
@@ -158,6 +168,7 @@ class RunStore:
             return
         self._ensure_dir()
         if not self._tail_checked:
+            self._reopen_log()
             self._repair_tail()
             self._invalidate_parquet()
             self._tail_checked = True
@@ -210,6 +221,7 @@ class RunStore:
         """Resume from a checkpoint at ``after_step``: drop scalar lines and probe shards with
         step > after_step, so the resumed run logs exactly what an uninterrupted one would.
         """
+        self._reopen_log()
         parsed = self._parse_jsonl()
         kept = [raw for rec, raw in zip(parsed.records, parsed.raw) if rec["step"] <= after_step]
         if (self.path / SCALARS_FILE).exists():
@@ -266,16 +278,33 @@ class RunStore:
         return _ckpt.load_checkpoint(self.path, device)
 
     def finalize(self) -> bool:
-        """Compact scalars.jsonl to scalars.parquet if pyarrow is available. Returns whether
-        it was written; the JSONL stays the source of truth.
+        """Compact scalars.jsonl to scalars.parquet if pyarrow is available, then delete the
+        JSONL, so a finished run stores its scalars once. The parquet is written atomically
+        (fsynced) and read back before the JSONL goes. Returns whether it was written; a
+        later append (a resumed or extended run) writes the JSONL back from the parquet.
         """
-        if not _have_pyarrow() or not (self.path / SCALARS_FILE).exists():
+        jsonl = self.path / SCALARS_FILE
+        if not _have_pyarrow() or not jsonl.exists():
             return False
         df = self.read_scalars()
         df.attrs = {}
         with atomic_open(self.path / PARQUET_FILE, "wb") as f:
             df.to_parquet(f, index=False)
+        if len(pd.read_parquet(self.path / PARQUET_FILE)) != len(df):
+            raise OSError(f"{self.path / PARQUET_FILE} does not read back; keeping the JSONL")
+        jsonl.unlink()
+        self._tail_checked = False
         return True
+
+    def drop_checkpoint(self, keep: str = "none") -> None:
+        """After the run finished: delete its checkpoint unless ``keep`` is "last" or
+        "all" (the ``store.keep_checkpoints`` setting)."""
+        if keep == "none":
+            _ckpt.remove_checkpoint(self.path)
+
+    def archive_checkpoint(self, step: int) -> None:
+        """Keep a copy of the current checkpoint as checkpoints/<step:09d>.safetensors."""
+        _ckpt.archive_checkpoint(self.path, step)
 
     def clean_temp(self) -> int:
         """Remove temp files left by crashed atomic writes; call only while holding the lock."""

@@ -23,7 +23,7 @@ from widthscan.sweep.executors import get_executor
 from widthscan.sweep.plan import RunSpec, plan
 from widthscan.sweep.run import execute
 
-IGNORED_IN_DIFF = ("executor", "tracker")
+IGNORED_IN_DIFF = ("executor", "tracker", "store")
 
 
 class ConfigChangedError(ConfigError):

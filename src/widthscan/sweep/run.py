@@ -96,7 +96,9 @@ def execute(spec: RunSpec, threads: int | None = None) -> dict:
         state = _train(spec, store, task, ens, suite, tracker)
         tracker.close()
         store.finalize()
-        return _status(store, spec, ens, state)
+        status = _status(store, spec, ens, state)
+        store.drop_checkpoint(cfg.store.keep_checkpoints)
+        return status
     except Exception:
         store.write_error(traceback.format_exc())
         if ens is None:
@@ -144,6 +146,8 @@ def _train(spec: RunSpec, store: RunStore, task, ens: Ensemble, suite, tracker) 
                             if torch.is_tensor(v)})
             meta["probes"] = {k: v for k, v in probe_state.items() if not torch.is_tensor(v)}
         store.save_checkpoint(tensors, meta)
+        if cfg.store.keep_checkpoints == "all":
+            store.archive_checkpoint(done)
         _status(store, spec, ens, "running")
 
     hooks.on_checkpoint = on_checkpoint

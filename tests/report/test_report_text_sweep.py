@@ -36,7 +36,8 @@ checkpoint_every = 3
 [probes.kernels]
 [probes.attention]
 """
-PLOTTERS = ("width_curves", "successive_vs_width", "matrix_grid", "bias_variance_vs_width")
+PLOTTERS = ("width_curves", "successive_vs_width", "steps_vs_width", "matrix_grid",
+            "bias_variance_vs_width")
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +98,7 @@ def test_every_probe_keeps_its_own_positions(sweep_dir):
     ("successive_vs_width", "successive widths"),
     ("width_curves", "Feature kernel distance"),
     ("width_curves", "Attention maps: scaled RMS distance"),
+    ("steps_vs_width", "Attention maps: distance to the widest against width"),
 ])
 def test_consistency_panels_are_drawn_from_finite_data(plotted, plotter, words):
     _, _, data, kwargs = _one(plotted, plotter, words)

@@ -222,11 +222,22 @@ def attention(ctx: Context) -> SectionOut:
         ens, single=single, logy=True, skip_reference=True,
         ylabel="RMS distance to widest / RMS of widest",
         title=f"Attention maps: scaled RMS distance to the widest{_layer_text(ctx, 'attention')}")
-    cap1 = "Attention weights (query × key), averaged over seeds."
+    narrower = ens.sel(width=[w for w in ens["width"].values
+                              if (ens["reference_width"] > w).any()])
+    fig3 = figures.steps_vs_width(
+        narrower, ylabel="RMS distance to widest / RMS of widest",
+        xlabel="width, log2 scale",
+        title=f"Attention maps: distance to the widest against width"
+              f"{_layer_text(ctx, 'attention')} (ensemble means)")
+    cap1 = (f"Attention weights (query × key) of one probe sequence, averaged over seeds, "
+            f"head 0{_layer_text(ctx, 'attention')}, at the last step, one column per width.")
     cap2 = (f"RMS over heads, queries and keys (analysis.distance_to_widest, scaled=True). "
             f"{ENS}.")
+    cap3 = ("The same ensemble-mean distance against width at several steps; falling lines "
+            "mean the attention maps converge as width grows (paper Figs 1, 5).")
     return SectionOut("attention", "Attention maps", figures=[
-        ctx.figure("attention_maps", fig1, cap1), ctx.figure("attention_distance", fig2, cap2)])
+        ctx.figure("attention_maps", fig1, cap1), ctx.figure("attention_distance", fig2, cap2),
+        ctx.figure("attention_vs_width", fig3, cap3)])
 
 
 # ---------------------------------------------------------------- dynamics

@@ -94,8 +94,9 @@ def write_store(root: Path) -> int:
 
 def run_case(src: str, imports: str, root: Path, code: str) -> dict:
     script = CHILD.format(src=src, imports=imports, root=str(root), code=code)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"benchmark case failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -121,7 +122,8 @@ def main() -> None:
         old.write_text(text)
         imports = ("import importlib.util\n"
                    f"spec = importlib.util.spec_from_file_location('old_load', {str(old)!r})\n"
-                   "mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)\n"
+                   "mod = importlib.util.module_from_spec(spec)\n"
+                   "sys.modules['old_load'] = mod; spec.loader.exec_module(mod)\n"
                    "load = mod.load")
         rows[f"before ({args.before})"] = run_case(src, imports, root, "ds = load(root)")
     print(f"{'case':<22} {'peak MB':>9} {'wall s':>8}")

@@ -343,3 +343,16 @@ def test_store_without_shapes_in_dims_json_loads_the_same(tmp_path, sweep, ds):
         got = load(old)
     for var in ("logits", "kernel", "margin"):
         np.testing.assert_array_equal(got[var].values, ds[var].values)
+
+
+def test_final_loss_table_reads_no_probe_shard(sweep, monkeypatch):
+    """The table ``widthscan run`` prints at the end (final_loss of ws.load) needs only
+    the scalars."""
+    from widthscan.analysis.summary import final_loss
+
+    opens = _ShardOpens(monkeypatch)
+    with pytest.warns(IncompleteSweepWarning):
+        table = final_loss(load(sweep))
+    assert opens.paths == []
+    row = table[(table["param"] == "sp") & (table["width"] == 64)].iloc[0]
+    assert row["loss"] == pytest.approx(np.mean([loss("sp", 64, s, 9) for s in (3, 7)]))

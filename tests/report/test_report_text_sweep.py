@@ -19,7 +19,7 @@ params = ["mup"]
 seeds = 2
 [task]
 name = "text"
-probe_examples = 4
+probe_examples = 8
 options = { seq_len = 8 }
 [model]
 family = "transformer"
@@ -79,8 +79,9 @@ def test_every_probe_keeps_its_own_positions(sweep_dir):
     assert ds["logits"].dims[-2:] == ("logits_position", "output")
     assert ds["target_logit"].dims[-1] == "target_logit_position"
     assert ds["kernel"].dims[-3:] == ("kernel_layer", "kernel_example", "kernel_example2")
-    assert ds.sizes["logits_position"] == 32 and ds.sizes["target_logit_position"] == 32
-    assert ds.sizes["kernel_example"] == 4
+    # full logits at the first 32 of the 64 predicted positions, target logits at all
+    assert ds.sizes["logits_position"] == 32 and ds.sizes["target_logit_position"] == 64
+    assert ds.sizes["targets_position"] == 64 and ds.sizes["kernel_example"] == 8
     for var in ("logits", "target_logit", "kernel", "attention", "targets"):
         assert np.isfinite(ds[var].values).all(), var
     # target_logit is the logit of the stored target token at the same position
@@ -117,7 +118,7 @@ def test_matrices_are_drawn_per_width_at_full_size(plotted):
     assert att.sizes["query"] == att.sizes["key"] == 8 and att.sizes["width"] == 3
     np.testing.assert_allclose(att.sum("key").values, 1.0, rtol=1e-5)
     _, _, gram, _ = _one(plotted, "matrix_grid", "Feature kernels at step")
-    assert gram.shape[-2:] == (4, 4) and np.isfinite(gram.values).all()
+    assert gram.shape[-2:] == (8, 8) and np.isfinite(gram.values).all()
 
 
 def test_per_token_cross_entropy_bias_variance_matches_a_direct_computation(sweep_dir, plotted):

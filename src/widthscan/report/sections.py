@@ -350,6 +350,10 @@ def _logits_ds(ctx: Context) -> xr.Dataset:
     data = {"logits": f}
     t = ctx.targets()
     if t is not None:
+        if "example" in t.coords and "example" in f.coords:
+            # the targets of the examples (or token positions) the logits were kept for;
+            # a Dataset would otherwise align the two on the union of their labels
+            t = t.sel(example=f["example"].values)
         data["targets"] = t
     return xr.Dataset(data)
 

@@ -53,4 +53,7 @@ workers = 2
 
 [tracker]
 kind = "none"                        # none, tensorboard, wandb (offline)
+
+[store]
+keep_checkpoints = "none"            # after a run finishes: none, last (to train further), all
 """

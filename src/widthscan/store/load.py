@@ -103,7 +103,8 @@ def _layout(var: str, spec: dict[str, Any] | None, first: Path) -> tuple | None:
     return dims, coords, shape, members, dtype
 
 
-def _var_names(probe_dir: Path, specs: dict[str, Any], first: Path) -> list[str]:
+def _var_names(specs: dict[str, Any], first: Path) -> list[str]:
+    """Variables of a probe: those in dims.json, else the arrays of its first shard."""
     if specs:
         return list(specs)
     import zipfile
@@ -128,7 +129,7 @@ def _index_run(run: RunData) -> dict[str, dict[str, _Source]]:
         if not steps:
             continue
         specs = _probes.read_dims(probe_dir)
-        for var in _var_names(probe_dir, specs, steps[0][1]):
+        for var in _var_names(specs, steps[0][1]):
             layout = _layout(var, specs.get(var), steps[0][1])
             if layout is None:
                 continue

@@ -72,7 +72,7 @@ def test_killed_sweep_resumes_to_identical_results(tmp_path, write_config):
 
 
 def test_second_run_on_same_directory_refuses_and_names_holder(tmp_path, write_config):
-    config = write_config(small_config(steps=3000, every=500))
+    config = write_config(small_config(steps=100_000, every=500))
     out = tmp_path / "sweep"
     first = cli("run", str(config), "-o", str(out), "--quiet")
     deadline = time.time() + 60
@@ -80,6 +80,7 @@ def test_second_run_on_same_directory_refuses_and_names_holder(tmp_path, write_c
         time.sleep(0.2)
     second = cli("run", str(config), "-o", str(out), "--quiet")
     _, err = second.communicate(timeout=120)
+    assert first.poll() is None, "the first run ended before the second tried the lock"
     assert second.returncode == 2
     assert str(first.pid) in err
     first.send_signal(signal.SIGKILL)

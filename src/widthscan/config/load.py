@@ -159,12 +159,39 @@ def _check_names(cfg: SweepConfig, allow_import: Iterable[str]) -> list[str]:
         if name not in probes.names():
             problems.append(f"probes.{name}: not a probe; allowed: {probes.names()}")
             continue
+        bad = _probe_option_problems(name, probe.options)
+        if bad:
+            problems += bad
+            continue
         try:
             probes.ProbeSuite({name: probe.suite_options()}, cfg.train.steps)
         except (TypeError, ValueError) as err:
             problems.append(f"probes.{name}.options: {err}")
     if cfg.base_width > max(cfg.widths):
         problems.append(f"base_width: {cfg.base_width} is wider than every width {cfg.widths}")
+    return problems
+
+
+PROBE_INTS = {"k": 1, "max_iter": 1, "n_examples": 1, "n_full": 1, "chunk": 1, "batch_size": 1,
+              "bins": 1, "every": 1, "first": 0, "example": 0}
+PROBE_FLOATS = ("tol", "range_std")
+MAX_PROBE_INT = 1 << 20
+
+
+def _probe_option_problems(name: str, options: Mapping[str, Any]) -> list[str]:
+    """Numeric probe options: integers (not booleans) in range, positive finite floats."""
+    problems = []
+    for key, value in options.items():
+        path = f"probes.{name}.options.{key}"
+        if key in PROBE_INTS and value is not None:
+            low = PROBE_INTS[key]
+            if isinstance(value, bool) or not isinstance(value, int) or \
+                    not low <= value <= MAX_PROBE_INT:
+                problems.append(f"{path}: {_shown(value)} is not allowed; allowed: an integer "
+                                f"{low}..{MAX_PROBE_INT}" + (" or unset" if low else ""))
+        elif key in PROBE_FLOATS and (isinstance(value, bool) or not isinstance(
+                value, int | float) or not 0 < value < float("inf")):
+            problems.append(f"{path}: {_shown(value)} is not allowed; allowed: a number > 0")
     return problems
 
 

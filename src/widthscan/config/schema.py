@@ -49,6 +49,14 @@ def _seeds(value: Any) -> int | list[int]:
     """A count in [1, MAX_SEEDS] or a list of at most MAX_SEEDS distinct seeds in [0, MAX_SEED]."""
     allowed = (f"allowed: a count 1..{MAX_SEEDS} or a list of at most {MAX_SEEDS} distinct "
                f"integers in 0..2**63-1")
+    try:
+        return _seed_values(value, allowed)
+    except ValueError as err:
+        message = str(err)
+        raise ValueError(message if message == allowed else f"{message}; {allowed}") from None
+
+
+def _seed_values(value: Any, allowed: str) -> int | list[int]:
     if isinstance(value, list | tuple):
         seeds = [_integer(v) for v in value]
         if not seeds or len(seeds) > MAX_SEEDS or any(

@@ -146,12 +146,16 @@ class RunStore:
             seeds = list(range(seeds))
         diverged = {int(s): int(d) for s, d in zip(seeds or [], ens.get("diverged_at") or [])
                     if d is not None}
-        status = {"state": "pending", "step": int(ens.get("step") or 0),
-                  "steps": (config.get("train") or {}).get("steps"), "seeds": seeds,
-                  "diverged": diverged, "repaired": f"status.json unreadable ({reason})"}
+        step, steps = int(ens.get("step") or 0), (config.get("train") or {}).get("steps")
+        state = "pending"
+        if isinstance(steps, int) and step >= steps:
+            state = "diverged" if seeds and len(diverged) == len(seeds) else "done"
+        status = {"state": state, "step": step, "steps": steps, "seeds": seeds,
+                  "diverged": diverged,
+                  "repaired": f"status.json rebuilt from the checkpoint (unreadable: {reason})"}
+        then = " (rerun to resume)" if state == "pending" else ""
         warnings.warn(f"{self.path / STATUS_FILE} is unreadable ({reason}); rebuilt from the "
-                      f"checkpoint: pending at step {status['step']} (rerun to resume)",
-                      StoreWarning, stacklevel=3)
+                      f"checkpoint: {state} at step {step}{then}", StoreWarning, stacklevel=3)
         return status
 
     def write_error(self, traceback_text: str) -> None:

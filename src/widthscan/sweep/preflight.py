@@ -153,6 +153,11 @@ def estimate_memory(cfg: SweepConfig, width: int, n_params: int,
     return MemoryEstimate(width, parts)
 
 
+def _one_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"
+
+
 def _sample_input(task) -> torch.Tensor:
     x, _ = task.batch(0, 1, device=torch.device("cpu"), dtype=torch.float32)
     return x
@@ -185,7 +190,7 @@ def check_sweep(cfg: SweepConfig, allow_import: Iterable[str] = ()) -> Preflight
     factory = make_factory(cfg, task.spec, tuple(allow_import))
     x = _sample_input(task)
     family = cfg.model.family
-    problems: list[str] = []
+    failed: dict[int, str] = {}
     acts: dict[int, int | None] = {}
     for width in sorted(set(cfg.widths) | {cfg.base_width}):
         try:
@@ -193,19 +198,19 @@ def check_sweep(cfg: SweepConfig, allow_import: Iterable[str] = ()) -> Preflight
             rule_table(factory, width, cfg.base_width, cfg.params[0], cfg.optimizer.name,
                        cfg.train.init_gain)
         except Exception as err:
-            problems.append(f"model.options: model {family!r} with options "
-                            f"{cfg.model.options} cannot be built at width {width}: "
-                            f"{type(err).__name__}: {err}")
+            failed[width] = f"cannot be built at width {width}: {_one_line(err)}"
             continue
         report.n_params[width] = sum(p.numel() for p in model.parameters())
         try:
             acts[width] = activation_elements(model, x)
         except Exception as err:
-            problems.append(f"model.options: model {family!r} at width {width} fails on the "
-                            f"task's inputs of shape {tuple(x.shape[1:])}: "
-                            f"{type(err).__name__}: {str(err).splitlines()[0]}")
-    if problems:
-        raise config_error(problems)
+            failed[width] = (f"fails at width {width} on the task's inputs of shape "
+                             f"{tuple(x.shape[1:])}: {_one_line(err)}")
+    if failed:
+        first, *more = failed
+        also = f" (fails at widths {[first, *more]})" if more else ""
+        raise config_error([f"model.options: model {family!r} with options "
+                            f"{cfg.model.options} {failed[first]}{also}"])
     estimates = [estimate_memory(cfg, w, report.n_params[w], acts.get(w))
                  for w in cfg.widths]
     report.memory = max(estimates, key=lambda e: e.total)

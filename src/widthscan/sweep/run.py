@@ -78,6 +78,8 @@ def execute(spec: RunSpec, threads: int | None = None) -> dict:
     store = RunStore(run_dir(spec.sweep_dir, spec.param, spec.width))
     previous = store.read_status()
     if previous and previous.get("state") in FINISHED:
+        if previous.get("repaired"):
+            store.write_status(previous)
         return previous
     ens = None
     try:

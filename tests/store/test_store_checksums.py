@@ -142,3 +142,22 @@ def test_any_flipped_bit_in_scalars_parquet_never_misreads(tmp_path):
         pd.testing.assert_frame_equal(df, truth, check_exact=True)
         detected += any(issubclass(w.category, StoreWarning) for w in caught)
     assert detected >= 30
+
+
+def test_flipped_mantissa_bit_of_a_loss_in_scalars_parquet_is_detected(tmp_path):
+    """The issue's case: a value changed inside the parquet still decodes; only the
+    checksum catches it."""
+    import struct
+
+    rs = RunStore(tmp_path)
+    rs.append_scalars(rows())
+    assert rs.finalize()
+    truth = RunStore(tmp_path).read_scalars()
+    path = tmp_path / PARQUET_FILE
+    data = path.read_bytes()
+    at = data.find(struct.pack("<d", 1.0 / 7))
+    assert at >= 0
+    flip(path, at, 0)
+    with pytest.warns(StoreWarning, match="checksum does not match"):
+        df = RunStore(tmp_path).read_scalars()
+    pd.testing.assert_frame_equal(df, truth, check_exact=True)

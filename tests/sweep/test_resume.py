@@ -7,8 +7,7 @@ import time
 
 import numpy as np
 import pytest
-import xarray as xr
-from sweep_helpers import cli, small_config
+from sweep_helpers import assert_same_results, cli, small_config
 
 import widthscan as ws
 from widthscan.store import load, load_status
@@ -26,14 +25,6 @@ def finish(config, out):
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr
     return stdout
-
-
-def assert_same_results(a: xr.Dataset, b: xr.Dataset) -> None:
-    assert set(a.data_vars) == set(b.data_vars)
-    for name in a.data_vars:
-        np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
-    for name in a.coords:
-        np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
 
 
 def steps_done(out) -> int:

@@ -161,3 +161,22 @@ def test_flipped_mantissa_bit_of_a_loss_in_scalars_parquet_is_detected(tmp_path)
     with pytest.warns(StoreWarning, match="checksum does not match"):
         df = RunStore(tmp_path).read_scalars()
     pd.testing.assert_frame_equal(df, truth, check_exact=True)
+
+
+def test_flipped_bit_in_a_probe_shard_is_caught_by_the_zip_crc(tmp_path):
+    import numpy as np
+
+    from widthscan.measurement import Measurement
+    from widthscan.store.probes import shard_path
+
+    values = np.arange(2 * 16, dtype=np.float64).reshape(2, 16) / 7
+    rs = RunStore(tmp_path)
+    for step in (0, 1):
+        rs.write_probe("logits", step, {"logits": Measurement(("example",), values + step)})
+    path = shard_path(tmp_path / "probes" / "logits", 1)
+    at = path.read_bytes().find((values[1, 3] + 1).tobytes())
+    assert at >= 0
+    flip(path, at, 0)
+    series = RunStore(tmp_path).read_probes()["logits"]["logits"]
+    assert series.steps.tolist() == [0]
+    np.testing.assert_array_equal(series.values[0], values)

@@ -64,7 +64,7 @@ def family(name: str, allow_import: Iterable[str] | None = None) -> Callable[...
     return _FAMILIES[name]
 
 
-def factory(name: str, allow_import: Iterable[str] | None = None, **options) -> Factory:
+def factory(name: str, *, allow_import: Iterable[str] | None = None, **options) -> Factory:
     """A ``width -> nn.Module`` factory for a registered family or ``"package.module:function"``
     (``allow_import`` as in ``family``).
 

@@ -65,7 +65,7 @@ def model_options(cfg: SweepConfig, spec: tasks.TaskSpec) -> dict[str, Any]:
 
 def make_factory(cfg: SweepConfig, spec: tasks.TaskSpec,
                  allow_import: tuple[str, ...] = ()) -> models.registry.Factory:
-    return models.factory(cfg.model.family, allow_import, **model_options(cfg, spec))
+    return models.factory(cfg.model.family, allow_import=allow_import, **model_options(cfg, spec))
 
 
 def resolve_device(name: str) -> torch.device:

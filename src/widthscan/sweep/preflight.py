@@ -3,6 +3,7 @@ model at every width (on the meta device) and a memory estimate against the mach
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -14,6 +15,10 @@ from widthscan.config import ConfigError, SweepConfig
 from widthscan.config.load import config_error, imports
 
 GiB = 1 << 30
+NEEDS = {("executor.kind", "dask"): ("dask.distributed", "widthscan[dask]"),
+         ("executor.kind", "submitit"): ("submitit", "widthscan[submitit]"),
+         ("tracker.kind", "tensorboard"): ("tensorboard", "tensorboard"),
+         ("tracker.kind", "wandb"): ("wandb", "wandb")}
 
 
 def size(n: float) -> str:
@@ -102,6 +107,23 @@ def device_memory(name: str) -> int | None:
             return None
 
 
+def missing_packages(cfg: SweepConfig) -> list[str]:
+    """The executor's and tracker's packages that are not installed (found, not imported)."""
+    problems = []
+    for path, kind in (("executor.kind", cfg.executor.kind), ("tracker.kind", cfg.tracker.kind)):
+        need = NEEDS.get((path, kind))
+        if need is None:
+            continue
+        try:
+            found = importlib.util.find_spec(need[0]) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            problems.append(f"{path}: {kind!r} needs the package {need[0]!r}, which is not "
+                            f"installed (pip install {need[1]})")
+    return problems
+
+
 def activation_elements(model: nn.Module, x: torch.Tensor) -> int | None:
     """Elements of every leaf module's output for input ``x`` (a forward pass on the meta
     device, nothing allocated); None when the model cannot run on the meta device."""
@@ -179,12 +201,13 @@ def check_sweep(cfg: SweepConfig, allow_import: Iterable[str] = ()) -> Preflight
 
     report = Preflight(imports=imports(cfg), device=cfg.train.device)
     local = _local_machine(cfg)
+    problems = missing_packages(cfg)
     problem = device_problem(cfg.train.device) if local else None
-    if problem:
-        raise config_error([problem])
+    if problems or problem:
+        raise config_error(problems + ([problem] if problem else []))
     try:
         task = make_task(cfg)
-    except (ValueError, TypeError, OSError) as err:
+    except Exception as err:
         raise config_error([f"task.options: task {cfg.task.name!r} cannot be built with "
                             f"options {cfg.task.options}: {err}"]) from None
     factory = make_factory(cfg, task.spec, tuple(allow_import))

@@ -299,7 +299,8 @@ def variance_vs_ensemble(vk: xr.Dataset, *, ylabel: str, title: str) -> Figure:
 def power_law(values: xr.DataArray, fit: xr.Dataset, *, ylabel: str, title: str,
               model: Callable[[np.ndarray, float, float, float], np.ndarray]) -> Figure:
     """Each seed's value (dots) against width, with the fitted L(N) = a N^-alpha + c and its
-    asymptote c (shaded: its 90% interval, clipped to the panel).
+    asymptote c (shaded: its 90% interval, clipped to the panel); no curve where the fit's
+    ``decreasing`` flag is False ("no power law"), bound flags named in the legend.
 
     values (param, width, seed); fit a Dataset over param from ``fit_power_law``
     with alpha, a, c, r2 and c_lo / c_hi; ``model(N, a, alpha, c)`` draws the fit.
@@ -316,12 +317,18 @@ def power_law(values: xr.DataArray, fit: xr.Dataset, *, ylabel: str, title: str,
         f = fit.sel(param=p)
         a, alpha, c = (float(f[k]) for k in ("a", "alpha", "c"))
         shown = [finite(v)]
-        if np.isfinite([a, alpha, c]).all():
+        steady = bool(f["decreasing"]) if "decreasing" in f else True
+        if np.isfinite([a, alpha, c]).all() and not steady:
+            ax.text(0.5, 0.9, "no power law: not steadily decreasing with width",
+                    transform=ax.transAxes, ha="center")
+        elif np.isfinite([a, alpha, c]).all():
             curve = model(grid, a, alpha, c)
             r2 = float(f["r2"])
+            at_alpha = " (α at its bound)" if bool(f.get("alpha_at_bound", False)) else ""
+            at_c = " (at its bound)" if bool(f.get("c_at_bound", False)) else ""
             ax.plot(grid, curve, color=style.REFERENCE_COLOR, lw=1.6,
-                    label=f"fit: {a:.3g}·$N^{{-{alpha:.2f}}}$ + {c:.3g}, R² = {r2:.3f}")
-            ax.axhline(c, ls="--", color="0.45", lw=1.1, label=f"c = {c:.3g} (width → ∞)")
+                    label=f"fit: {a:.3g}·$N^{{-{alpha:.2f}}}$ + {c:.3g}, R² = {r2:.3f}{at_alpha}")
+            ax.axhline(c, ls="--", color="0.45", lw=1.1, label=f"c = {c:.3g} (width → ∞){at_c}")
             shown += [curve, np.array([c])]
             lo, hi = float(f.get("c_lo", np.nan)), float(f.get("c_hi", np.nan))
             if np.isfinite([lo, hi]).all():
@@ -363,7 +370,7 @@ def extrapolation(curves: xr.DataArray, inf: xr.DataArray, *, ylabel: str, title
         ax.plot(x, np.where(ok, y, np.nan), color="k", lw=2.2, label="extrapolated width → ∞")
         if lo is not None and hi is not None:
             ax.fill_between(x, lo.sel(param=p).values, hi.sel(param=p).values, where=ok,
-                            color="0.5", alpha=0.25, lw=0, label="90% bootstrap interval")
+                            color="0.5", alpha=0.25, lw=0, label="90% interval")
         panel_title(ax, p)
         step_axis(ax, curves[sd].values)
         handles += ax.get_legend_handles_labels()[0]

@@ -82,8 +82,9 @@ def logits(ctx: Context) -> SectionOut:
     one = ds["logits"].isel(sel)
     inf = None
     if ctx.fit_var is not None and len(ctx.widths) >= 3:
-        ext = ctx.get("extrapolate", lambda: extrapolate(ds, var=ctx.fit_var, logits="logits"),
-                      show_notes=False)
+        ext = ctx.get("extrapolate:logit0", lambda: extrapolate(
+            ds, var=ctx.fit_var, logits="logits", examples={ex: [0], out_dim: [0]}),
+            show_notes=False)
         if "logits_inf" in ext:
             inf = ext["logits_inf"].isel(sel)
     fig1 = figures.logit_trajectory(
@@ -91,7 +92,10 @@ def logits(ctx: Context) -> SectionOut:
         title="One probe example's logit over training, across widths")
     cap1 = (f"Probe example 0, output 0. {ENS}."
             + (" Black: the per-example infinite-width extrapolation (analysis.extrapolate, "
-               "a·N^−α + c fitted across widths at each step)." if inf is not None else ""))
+               "a·N^−α + c fitted across widths at each step, on this example alone); left "
+               "out at steps where it is not trustworthy (fewer than 4 widths, not monotone "
+               "in width, exponent at its bound, or a limit further beyond the widest width "
+               "than the widths are spread)." if inf is not None else ""))
     ens = ctx.get("dist:logits:ens", lambda: distance_to_widest(
         ds, "logits", scaled=True, ensemble=True))
     single = ctx.get("dist:logits", lambda: distance_to_widest(ds, "logits", scaled=True))
@@ -385,24 +389,28 @@ def power_law(ctx: Context) -> SectionOut:
         values, fit, model=_power, ylabel=ctx.loss_label(f"{what} at step {step}"),
         title=f"Power law in width: {what} at step {step}, $L(N) = a\\,N^{{-\\alpha}} + c$")
     cap = ("Dots: each seed; line: analysis.fit_power_law on the seed means (variable "
-           "projection), with its asymptote c (shaded: 90% bootstrap interval over seeds).")
+           "projection, c ≥ 0), with its asymptote c (shaded: 90% profile-likelihood "
+           "interval, F quantile on the seeds' residual variance). A panel whose seed means "
+           "do not fall steadily with width (a rise beyond 2 standard errors, or no "
+           "significant drop from the narrowest to the widest) says 'no power law' and draws "
+           "no fit; a parameter at its bound is named in the legend.")
     return SectionOut("power-law", "Scaling with width (power law)",
                       figures=[ctx.figure("power_law", fig, cap)])
 
 
 def extrapolation(ctx: Context) -> SectionOut:
     var = ctx.fit_var
-    ext = ctx.get("extrapolate", lambda: extrapolate(
-        ctx.ds, var=var, logits="logits" if ctx.has("logits") else None))
+    ext = ctx.get("extrapolate", lambda: extrapolate(ctx.ds, var=var, logits=None))
     what = "probe loss" if var == "probe_loss" else "training loss"
     fig = figures.extrapolation(
         ensemble_mean(ctx.ds[var]), ext[f"{var}_inf"], lo=ext[f"{var}_inf_lo"],
         hi=ext[f"{var}_inf_hi"], reliable=ext["reliable"], ylabel=ctx.loss_label(what),
         title=f"Infinite-width extrapolation of the {what}")
-    cap = ("Coloured: seed-mean curves per width. Black: c(t) of a power law fitted across "
-           "widths at each step (analysis.extrapolate), shaded its 90% bootstrap interval; "
-           "hollow markers: steps the analysis flags as unreliable (few widths, poor fit, "
-           "exponent at its bound or c out of range).")
+    cap = ("Coloured: seed-mean curves per width. Black: c(t) ≥ 0 of a power law fitted "
+           "across widths at each step (analysis.extrapolate), shaded its 90% "
+           "profile-likelihood interval; hollow markers: steps the analysis flags as "
+           "unreliable (fewer than 4 widths, R² < 0.9, not steadily decreasing in width, "
+           "exponent at its bound, c at 0, or c out of range).")
     out = SectionOut("extrapolation", "Infinite-width extrapolation",
                      figures=[ctx.figure("extrapolation", fig, cap)])
     if var == "loss":

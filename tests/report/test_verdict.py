@@ -114,3 +114,18 @@ def test_parameter_at_its_bound_is_a_caveat_not_a_green_cell():
     assert "upper bound 4" in verdict.loss_clause(steep, "loss")
     alpha, r2, _ = verdict.fit_cells(clean, 1)
     assert "caveat" not in alpha.text and r2.cls == "good"
+
+
+def test_logits_clause_needs_three_widths_and_a_negative_slope():
+    def sl(slope, lo, hi, n, falls):
+        return xr.Dataset({"slope": slope, "slope_lo": lo, "slope_hi": hi, "n": n,
+                           "falls": falls})
+
+    assert verdict.logits_clause(sl(-1.0, -1.5, -0.5, 3, True), 256.0, [64, 512])[0] == \
+        "consistent"
+    # the interval reaches 0: the fall is not significant
+    assert verdict.logits_clause(sl(-1.0, -2.5, 0.2, 3, True), 256.0, [64, 512])[0] == \
+        "not consistent"
+    assert verdict.logits_clause(sl(-1.0, np.nan, np.nan, 2, True), np.nan, [64, 256])[0] == \
+        "consistency not established"
+    assert verdict.logits_clause(None, np.nan, [64])[0] == "consistency not assessed"

@@ -13,8 +13,8 @@ profiled sum of squares SSE(alpha) exceeds its minimum by at most s^2 F(1, df; c
 with s^2 the residual variance of all seeds about the fit (pure seed-to-seed scatter
 plus lack of fit), df = (usable widths) x seeds - 3. The F quantile is the small-
 sample correction; the profile follows the curved, skewed shape of SSE(alpha)
-where a bootstrap over 4 seeds cannot (it covered a planted alpha 74-77% of the time
-at nominal 90%; this covers it 88-90%, see benchmarks/power_law_coverage.py).
+where a bootstrap over 4 seeds cannot (it covered a planted alpha 71-80% of the time
+at nominal 90%; this covers it 89-91%, see benchmarks/power_law_coverage.py).
 """
 
 from __future__ import annotations

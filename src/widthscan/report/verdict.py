@@ -116,6 +116,10 @@ def logits_clause(sl: xr.Dataset | None, cw: float, widths: list[int]) -> tuple[
     s, lo, hi = (float(sl[k]) for k in ("slope", "slope_lo", "slope_hi"))
     law = f"N^{fmt(s, 3)}{_interval(lo, hi)}"
     falls = bool(sl["falls"]) and (hi < 0 if np.isfinite(hi) else s < 0)
+    if falls and int(sl["n"]) < 3:
+        return "consistency not established", (
+            f"only 2 widths below the widest have finite ensemble logits (scaled distance "
+            f"∝ {law}, no interval)")
     if not falls:
         return "not consistent", (f"the ensemble's probe logits do not approach the widest "
                                   f"width's steadily (scaled distance ∝ {law})")
@@ -222,7 +226,8 @@ def build(ctx: Context) -> SectionOut:
         "The sentences above: 'consistent' when the scaled RMS distance of the ensemble-mean "
         "probe logits to the widest width falls strictly from each width to the next at the "
         "last logits step and its log-log slope (analysis.summary.distance_slope, 90% t "
-        "interval) is below 0; the loss clause is the power law of the table.")
+        "interval, at least 3 widths below the widest) is below 0; the loss clause is the "
+        "power law of the table.")
     if cw is not None:
         paragraphs.append(
             f"Consistency width: the narrowest width from which every wider width has "

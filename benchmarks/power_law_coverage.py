@@ -8,6 +8,7 @@ fit_power_law holds the planted alpha (and c), the median interval width, and ho
 replicates are not labelled a steadily decreasing power law. The target is >= 85%.
 
     PYTHONPATH=src python benchmarks/power_law_coverage.py [--replicates 300] [--seeds 4]
+        [--n-widths 7] [--rng 0]
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ def planted(rng: np.random.Generator, n: int, n_seeds: int, noise: float = 0.02,
     return da, alpha, c
 
 
-def coverage(n: int, n_seeds: int, seed: int = 0, ci: float = 0.9) -> dict[str, float]:
-    da, alpha, c = planted(np.random.default_rng(seed), n, n_seeds)
+def coverage(n: int, n_seeds: int, seed: int = 0, ci: float = 0.9,
+             widths: np.ndarray = WIDTHS) -> dict[str, float]:
+    da, alpha, c = planted(np.random.default_rng(seed), n, n_seeds, widths=widths)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -62,9 +64,11 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=4)
     p.add_argument("--ci", type=float, default=0.9)
     p.add_argument("--rng", type=int, default=0, help="seed of the planted draws")
+    p.add_argument("--n-widths", type=int, default=WIDTHS.size, help="widths 64, 128, ...")
     a = p.parse_args()
-    r = coverage(a.replicates, a.seeds, a.rng, a.ci)
-    print(f"{a.replicates} replicates, {a.seeds} seeds, widths {WIDTHS[0]}..{WIDTHS[-1]}, "
+    widths = 64 * 2 ** np.arange(a.n_widths)
+    r = coverage(a.replicates, a.seeds, a.rng, a.ci, widths)
+    print(f"{a.replicates} replicates, {a.seeds} seeds, widths {widths[0]}..{widths[-1]}, "
           f"2% noise, nominal {a.ci:.0%}")
     print(f"alpha coverage {r['alpha']:.3f}   c coverage {r['c']:.3f}   "
           f"median alpha interval width {r['median_width']:.3f}   fit time {r['seconds']:.2f} s")

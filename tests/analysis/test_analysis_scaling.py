@@ -392,3 +392,19 @@ def test_shared_exponent_from_pooled_moments_equals_the_direct_sum():
     np.testing.assert_allclose(fast["sse"], direct["sse"], rtol=1e-10)
     for key in ("a", "c", "r2"):
         np.testing.assert_allclose(fast[key], direct[key], rtol=1e-4, err_msg=key)
+
+
+def test_monotone_check_equals_the_pairwise_definition():
+    from widthscan.analysis.scaling import _monotone
+
+    rng = np.random.default_rng(20)
+    mean = np.cumsum(rng.normal(0.3, 1.0, size=(2000, 6)), -1)
+    var = rng.uniform(0, 0.5, 2000) * (rng.uniform(size=2000) > 0.2)
+    expected = np.empty(2000, bool)
+    for s in range(2000):
+        sign = np.sign(mean[s, -1] - mean[s, 0])
+        moves = [sign * (mean[s, j] - mean[s, i]) for i in range(6) for j in range(i + 1, 6)]
+        limit = 3 * np.sqrt(2 * var[s]) if var[s] > 0 else 0.0
+        expected[s] = min(moves) >= -limit
+    np.testing.assert_array_equal(_monotone(mean, var), expected)
+    assert 0.2 < expected.mean() < 0.9

@@ -454,35 +454,40 @@ def extrapolate(
 
 
 def _monotone(mean: np.ndarray, var: np.ndarray, z: float = 3.0) -> np.ndarray:
-    """mean, var (..., W) ordered by width: no width lies against the overall direction
-    (widest minus narrowest) beyond a narrower one by more than z standard errors."""
-    sign = np.sign(mean[..., -1] - mean[..., 0])[..., None, None]
-    rise = (mean[..., None, :] - mean[..., :, None]) * sign
-    se = np.sqrt(var[..., None, :] + var[..., :, None])
-    later = np.triu(np.ones((mean.shape[-1],) * 2, bool), 1)
+    """mean (..., W) ordered by width, var (...) the variance of each of its points: no
+    width lies against the overall direction (widest minus narrowest) beyond a narrower
+    one by more than z standard errors of the difference, sqrt(2 var) (strictly: var 0).
+
+    The largest move against the direction over all pairs i < j is the largest drawdown
+    of the direction-signed sequence from its running maximum: O(W) per series.
+    """
+    signed = mean * np.sign(mean[..., -1] - mean[..., 0])[..., None]
+    peak = np.maximum.accumulate(signed, -1)
+    drawdown = (peak[..., :-1] - signed[..., 1:]).max(-1)
     with np.errstate(invalid="ignore"):
-        against = np.where(se > 0, rise < -z * se, rise < 0) & later
-    return ~against.any((-2, -1))
+        return np.where(var > 0, drawdown <= z * np.sqrt(2 * var), drawdown <= 0)
 
 
 def _extrapolate_logits(
     f: xr.DataArray, bounds: tuple[float, float], r2_min: float, range_factor: float
 ) -> xr.Dataset:
-    f = f.sortby("width").astype(np.float64)
+    f = f.sortby("width")
     series = [d for d in f.dims if d not in ("param", "width", "seed", find_step_dim(f))]
     groups = [d for d in f.dims if d not in (*series, "width", "seed")]
-    mean = ensemble_mean(f)
-    m = f.sizes.get("seed", 1)
-    var = (f.var("seed", ddof=1).mean("width") / m if m > 1 else xr.zeros_like(mean))
-    var = var.broadcast_like(mean)
-    mean = mean.transpose(*groups, *series, "width")
-    var = var.transpose(*groups, *series, "width")
+    if "seed" not in f.dims:
+        f = f.expand_dims(seed=1)
+    f = f.transpose(*groups, *series, "width", "seed")
+    m = f.sizes["seed"]
+    raw = f.values.astype(np.float64)
+    vals_ms = raw.mean(-1)
+    var_pt = raw.var(-1, ddof=1).mean(-1) / m if m > 1 else np.zeros(vals_ms.shape[:-1])
+    mean = f.isel(seed=0, drop=True).copy(data=vals_ms)
     widths = mean["width"].values
     g = int(np.prod([mean.sizes[d] for d in groups]))
-    vals = mean.values.reshape(g, -1, widths.size)
+    vals = vals_ms.reshape(g, -1, widths.size)
     usable = np.isfinite(vals).all(-1)
     with np.errstate(invalid="ignore"):
-        monotone = _monotone(vals, var.values.reshape(vals.shape)) | ~usable
+        monotone = _monotone(vals, var_pt.reshape(vals.shape[:-1])) | ~usable
     weight = np.broadcast_to(monotone[..., None], vals.shape).astype(np.float64)
     res = varpro_fit(widths, vals, weight, bounds=bounds)
     tmpl_s = mean.isel(width=0, drop=True)

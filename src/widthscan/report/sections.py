@@ -93,9 +93,9 @@ def logits(ctx: Context) -> SectionOut:
     cap1 = (f"Probe example 0, output 0. {ENS}."
             + (" Black: the per-example infinite-width extrapolation (analysis.extrapolate, "
                "a·N^−α + c fitted across widths at each step, on this example alone); left "
-               "out at steps where it is not trustworthy (fewer than 4 widths, not monotone "
-               "in width, exponent at its bound, or a limit further beyond the widest width "
-               "than the widths are spread)." if inf is not None else ""))
+               "out at steps where it is not trustworthy (fewer than 4 widths, R² < 0.9, not "
+               "monotone in width, exponent at its bound, or a limit further beyond the "
+               "widest width than the widths are spread)." if inf is not None else ""))
     ens = ctx.get("dist:logits:ens", lambda: distance_to_widest(
         ds, "logits", scaled=True, ensemble=True))
     single = ctx.get("dist:logits", lambda: distance_to_widest(ds, "logits", scaled=True))

@@ -110,9 +110,21 @@ def test_profile_interval_matches_brute_force_f_region():
                 coef = [x @ y.ravel() / (x @ x), 0.0]
             sse[k] = np.sum((y.ravel() - design @ coef) ** 2)
         df = y.size - 3
-        inside = grid[sse <= sse.min() * (1 + stats.f.ppf(0.8, 1, df) / df)]
+        thr = sse.min() * (1 + stats.f.ppf(0.8, 1, df) / df)
+        inside = grid[sse <= thr]
         assert float(fit["alpha_lo"][i]) == pytest.approx(inside.min(), rel=5e-3)
         assert float(fit["alpha_hi"][i]) == pytest.approx(inside.max(), rel=5e-3)
+        # c: {c >= 0: min over alpha and a of SSE(alpha, a, c) <= thr}
+        c_hat = float(fit["c"][i])
+        cs = np.linspace(0, 3 * c_hat, 1500)
+        x = np.repeat(widths[None, :] ** -grid[::4, None], y.shape[1], axis=1)
+        r = y.ravel()[None, None, :] - cs[None, :, None]
+        sse_c = (r**2).sum(-1) - (np.einsum("ak,ack->ac", x, r) ** 2
+                                   / (x * x).sum(-1)[:, None])
+        c_in = cs[sse_c.min(0) <= thr]
+        step = cs[1] - cs[0]
+        assert float(fit["c_lo"][i]) == pytest.approx(c_in.min(), abs=2 * step)
+        assert float(fit["c_hi"][i]) == pytest.approx(c_in.max(), abs=2 * step)
 
 
 def test_loss_asymptote_is_never_negative():

@@ -160,3 +160,55 @@ def test_cross_entropy_variance_vs_ensemble_size_is_close_to_one_over_k():
     assert np.all(var.diff("ensemble_size") < 0)
     np.testing.assert_allclose(var * var["ensemble_size"] / var.sel(ensemble_size=1), 1.0,
                                rtol=0.1)
+
+
+SWEEP = """\
+widths = [16, 32]
+base_width = 16
+params = ["mup"]
+seeds = 3
+[task]
+name = "gegenbauer"
+probe_examples = 12
+options = { dim = 4, degree = 2 }
+[optimizer]
+lr = 0.1
+[train]
+steps = 6
+batch_size = 8
+[probes]
+logits = { n_log = 2, n_linear = 2 }
+"""
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    import widthscan as ws
+
+    root = tmp_path_factory.mktemp("sweep")
+    (root / "sweep.toml").write_text(SWEEP)
+    ws.Sweep.from_toml(root / "sweep.toml").run(root / "run")
+    return ws.load(root / "run")
+
+
+def test_bias_variance_of_a_loaded_sweep_has_one_value_per_param_width_step(loaded):
+    assert "seed" in loaded["targets"].dims and "targets_step" in loaded["targets"].dims
+    out = bias_variance(loaded)
+    for var in out.data_vars:
+        assert out[var].dims == ("param", "width", "logits_step"), var
+    f = loaded["logits"].values.astype(np.float64)
+    y = loaded["targets"].values[0, 0, 0, 0].astype(np.float64)
+    single = ((f - y) ** 2).mean((-2, -1)).mean(2)
+    ens = ((f.mean(2) - y) ** 2).mean((-2, -1))
+    np.testing.assert_allclose(out["single_loss"], single, rtol=1e-10)
+    np.testing.assert_allclose(out["ensemble_loss"], ens, rtol=1e-10)
+    vk = variance_vs_ensemble_size(loaded)
+    assert "seed" not in vk.dims and "targets_step" not in vk.dims
+
+
+def test_targets_that_differ_between_runs_raise(loaded):
+    bad = loaded.copy()
+    bad["targets"] = bad["targets"].copy()
+    bad["targets"][0, 1, 0, 0, 0, 0] += 1.0
+    with pytest.raises(ValueError, match="targets differ"):
+        bias_variance(bad)

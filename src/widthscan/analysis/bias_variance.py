@@ -38,9 +38,15 @@ def _targets(
     if not isinstance(targets, xr.DataArray):
         t = np.asarray(targets)
         targets = xr.DataArray(t, dims=("example", "output")[: t.ndim])
+    targets = _shared(targets)
     if "example" in f.coords and "example" in targets.coords:
         targets = targets.sel(example=f["example"])
     n_out = f.sizes.get("output", 1)
+    if targets.dims == ("example",) and n_out > 1 and not np.issubdtype(targets.dtype,
+                                                                         np.integer):
+        v = targets.values
+        if np.isfinite(v).all() and np.array_equal(v, np.round(v)):
+            targets = targets.astype(np.int64)
     is_label = np.issubdtype(targets.dtype, np.integer) and targets.dims == ("example",)
     mask = xr.ones_like(targets.isel(output=0) if "output" in targets.dims else targets, float)
     if is_label and (loss == "ce" or n_out > 1):
@@ -58,6 +64,22 @@ def _targets(
     elif loss == "mse" and "output" not in targets.dims and n_out > 1:
         raise ValueError("mse with several outputs needs targets (example, output) or labels")
     return targets.astype(np.float64), mask
+
+
+def _shared(targets: xr.DataArray) -> xr.DataArray:
+    """Targets as ``ws.load`` stores them, (param, width, seed, targets_step, example[,
+    output]) and the same for every run, reduced to (example[, output]). NaN entries (a
+    diverged member, masked by the loader) are skipped; targets that differ between
+    runs raise."""
+    extra = [d for d in targets.dims
+             if d in ("param", "width", "seed") or d == "step" or str(d).endswith("_step")]
+    if not extra:
+        return targets
+    lo = targets.min(extra, skipna=True)
+    hi = targets.max(extra, skipna=True)
+    if not bool(((lo == hi) | lo.isnull()).all()):
+        raise ValueError(f"targets differ along {extra}: pass targets=... explicitly")
+    return hi.astype(targets.dtype) if np.issubdtype(targets.dtype, np.integer) else hi
 
 
 def _loss(f: xr.DataArray, y: xr.DataArray, mask: xr.DataArray, loss: str) -> xr.DataArray:

@@ -88,6 +88,8 @@ def test_attention_and_targets_add_their_sections(everything):
     for name in ("attention_maps", "attention_distance", "bias_variance", "variance_ensemble",
                  "task_power", "kernel_flow"):
         assert name in everything.page.figures
+    assert "Like with like, both on the odd-numbered probe examples" in everything.source
+    assert "its weighting was not recorded" in everything.source
 
 
 def test_missing_targets_are_explained(full):

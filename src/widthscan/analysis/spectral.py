@@ -135,6 +135,19 @@ def _mode_factors(vals: np.ndarray, a: float, t: np.ndarray, discrete: bool,
     return decay, g
 
 
+def learning_time(lr_steps: ArrayLike, lr_values: ArrayLike, steps: ArrayLike) -> np.ndarray:
+    """tau(t) = sum_{s < t} lr_s at each of ``steps``: the time of kernel flow with lr = 1
+    under a learning-rate schedule. lr_values (logged at lr_steps, held constant up to the
+    next logged step; the first value before it)."""
+    ls = np.asarray(lr_steps, np.int64)
+    lv = np.asarray(lr_values, np.float64)
+    t = np.asarray(steps, np.int64)
+    grid = np.arange(int(max(t.max(initial=0), 0)) + 1)
+    idx = np.clip(np.searchsorted(ls, grid, side="right") - 1, 0, len(ls) - 1)
+    tau = np.concatenate([[0.0], np.cumsum(lv[idx])])
+    return tau[t]
+
+
 def kernel_flow_loss(
     kernel: ArrayLike,
     target: ArrayLike,

@@ -446,21 +446,27 @@ def task_power_curves(c: xr.DataArray, *, title: str) -> Figure:
 
 @style.styled
 def kernel_flow(predicted: xr.DataArray, observed: xr.DataArray | None, *, ylabel: str,
-                title: str) -> Figure:
-    """Loss of kernel gradient flow with each width's eNTK (dashed) against the observed
-    ensemble loss (solid), both (param, width, <step>)."""
+                title: str, after: xr.DataArray | None = None) -> Figure:
+    """Loss of kernel gradient flow with each width's eNTK (dashed; ``after``, a second
+    kernel's, dotted) against the observed ensemble loss (solid), all (param, width,
+    <step>)."""
     params, widths = params_of(predicted), widths_of(predicted)
     colors = style.width_colors(widths)
     fig, axes = new_figure(len(params))
     for ax, p in zip(axes[0], params):
         plot_by_width(ax, predicted.sel(param=p), colors, step_dim(predicted), ls="--", lw=1.4)
+        if after is not None:
+            plot_by_width(ax, after.sel(param=p), colors, step_dim(after), ls=":", lw=1.4)
         if observed is not None:
             plot_by_width(ax, observed.sel(param=p), colors, step_dim(observed), lw=1.8)
         step_axis(ax, predicted[step_dim(predicted)].values)
         panel_title(ax, p)
-    log_y(axes[0, 0], predicted, observed)
+    log_y(axes[0, 0], *(a for a in (predicted, after, observed) if a is not None))
     axes[0, 0].set_ylabel(ylabel)
-    handles = [Line2D([], [], color="0.2", ls="--", label="kernel-flow prediction")]
+    label = "kernel-flow prediction" if after is None else "kernel flow, initial eNTK"
+    handles = [Line2D([], [], color="0.2", ls="--", label=label)]
+    if after is not None:
+        handles.append(Line2D([], [], color="0.2", ls=":", label="kernel flow, final eNTK"))
     if observed is not None:
         handles.append(Line2D([], [], color="0.2", label="observed (ensemble mean)"))
     fig_legend(fig, handles)

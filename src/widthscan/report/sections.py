@@ -357,13 +357,17 @@ def bias_variance_section(ctx: Context) -> SectionOut:
         _step_sel(bv, -1), ylabel=unit,
         title=f"Bias and variance over seeds against width (probe set, step {last})")
     fig2 = figures.variance_vs_ensemble(
-        _step_sel(vk, -1), ylabel="variance: ensemble loss − infinite-ensemble loss",
-        title=f"Variance of k-member ensembles (probe set, step {last})")
+        _step_sel(vk, -1), ylabel=unit,
+        title=f"Loss of k-member ensembles against k (probe set, step {last})")
     cap1 = ("analysis.bias_variance on the probe logits and the Dataset's targets: single-network "
             "loss = bias² + variance; the gap between a wide single network and a narrow "
             "ensemble is the bias of narrower width.")
-    cap2 = ("analysis.variance_vs_ensemble_size: the excess loss of k-member ensembles over the "
-            "infinite ensemble; dotted: the 1/k law of uncorrelated members.")
+    cap2 = ("analysis.variance_vs_ensemble_size, measured as in the paper's App. H: each point "
+            "is the loss, against the targets, of the averaged logits of k members, mean over "
+            "disjoint k-member sub-ensembles of the seeds (several random splits). Dotted: the "
+            "infinite-ensemble loss estimated from all seeds (mse: the unbiased bias², which "
+            "assumes independent members; ce: the 1/k intercept). Curves that flatten by "
+            "k ≈ 3-4 mean a few members already give the ensemble's (bias) loss.")
     return SectionOut("bias-variance", "Bias and variance over initializations", figures=[
         ctx.figure("bias_variance", fig1, cap1), ctx.figure("variance_ensemble", fig2, cap2)],
         paragraphs=[f"Loss used: {loss}, on the probe set's targets (the 'targets' variable)."])

@@ -7,7 +7,13 @@ import pytest
 import xarray as xr
 from scipy.stats import ortho_group
 
-from widthscan.analysis import entk_flow_loss, entk_spectrum, kernel_flow_loss, task_power
+from widthscan.analysis import (
+    entk_flow_loss,
+    entk_spectrum,
+    kernel_flow_loss,
+    learning_time,
+    task_power,
+)
 
 
 def planted_kernel(p: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -240,3 +246,15 @@ def test_kernel_flow_tracks_a_lazy_ntp_network_over_the_whole_run():
     assert np.abs(predicted.values / observed - 1).max() < 0.05
     textbook = kernel_flow_loss(kernel, y.numpy(), f0, lr=lr, steps=steps, loss="half_sse")
     assert np.abs(textbook.values / observed - 1).max() > 0.5
+
+
+def test_learning_time_sums_the_schedule():
+    """lr logged at steps 0, 2, 5 (1, 0.5, 0.1), held until the next log: tau(t) = sum_{s<t}."""
+    tau = learning_time([0, 2, 5], [1.0, 0.5, 0.1], [0, 1, 2, 3, 5, 7])
+    np.testing.assert_allclose(tau, [0.0, 1.0, 2.0, 2.5, 3.5, 3.7], rtol=1e-12)
+    k, _, _ = planted_kernel(6, 14)
+    y = np.random.default_rng(14).normal(size=6)
+    steps = np.arange(11)
+    const = kernel_flow_loss(k, y, lr=0.3, steps=steps)
+    np.testing.assert_allclose(kernel_flow_loss(k, y, lr=1.0, steps=learning_time(
+        [0], [0.3], steps)), const, rtol=1e-12)

@@ -467,6 +467,9 @@ def _kernel_flow(ctx: Context, entk: xr.DataArray, bad: xr.DataArray, y: np.ndar
         return None, ("Kernel-flow prediction left out: the stored eNTK is the raw-parameter "
                       "kernel (runs trained with Adam store it), which no fixed-kernel flow "
                       "of this run follows.")
+    if "output" in entk.dims:
+        return None, ("Kernel-flow prediction left out: it takes the eNTK traced over outputs "
+                      "(the probe's trace = true).")
     n = entk.sizes["example"]
     if not ctx.has("logits") or ds["logits"].sizes[ctx.last_dims("logits")[0]] < n:
         return None, ("Kernel-flow prediction left out: it needs the probe logits on the "

@@ -290,15 +290,16 @@ class RunStore:
         return df
 
     def _read_parquet(self) -> pd.DataFrame | None:
-        """scalars.parquet if it reads and its sha256 matches, else None (warned)."""
+        """scalars.parquet if it reads and its sha256 matches (files written before
+        checksums carry none and are accepted), else None (warned)."""
         path = self.path / PARQUET_FILE
         try:
             import pyarrow.parquet as pq
 
             table = pq.read_table(path)
-            want = (table.schema.metadata or {}).get(DIGEST_KEY, b"").decode()
+            want = (table.schema.metadata or {}).get(DIGEST_KEY)
             df = table.to_pandas()
-            if want != _scalars.frame_digest(df):
+            if want is not None and want.decode() != _scalars.frame_digest(df):
                 raise ValueError("its checksum does not match its contents")
         except Exception as e:
             warnings.warn(f"ignoring {path}: {e}; reading {SCALARS_FILE}", StoreWarning,

@@ -83,14 +83,11 @@ def imports(cfg: SweepConfig) -> list[str]:
     return [m for m in (import_module_name(cfg.model.family),) if m]
 
 
-def allowed(module: str, allow_import: Iterable[str]) -> bool:
-    """Whether ``module`` is one of ``allow_import`` or inside one of those packages."""
-    return any(module == a or module.startswith(a + ".") for a in allow_import)
-
-
 def _import_problem(family: str, allow_import: Iterable[str]) -> str | None:
+    from widthscan.models.registry import module_allowed
+
     module = import_module_name(family)
-    if module is None or allowed(module, allow_import):
+    if module is None or module_allowed(module, allow_import):
         return None
     return (f"model.family: {family!r} would import and run module {module!r}; code named in "
             f"a config runs only when allowed: pass --allow-import {module} "

@@ -35,6 +35,11 @@ class ImportNotAllowedError(ValueError):
     """A family names user code that the caller did not allow to be imported."""
 
 
+def module_allowed(module: str, allow_import: Iterable[str]) -> bool:
+    """Whether ``module`` is one of ``allow_import`` or inside one of those packages."""
+    return any(module == a or module.startswith(a + ".") for a in allow_import)
+
+
 def family(name: str, allow_import: Iterable[str] | None = None) -> Callable[..., nn.Module]:
     """The family registered as ``name``, or imported from ``"package.module:function"``.
 
@@ -44,8 +49,7 @@ def family(name: str, allow_import: Iterable[str] | None = None) -> Callable[...
     """
     if ":" in name:
         mod_name, _, fn_name = name.partition(":")
-        if allow_import is not None and not any(
-                mod_name == a or mod_name.startswith(a + ".") for a in allow_import):
+        if allow_import is not None and not module_allowed(mod_name, allow_import):
             raise ImportNotAllowedError(
                 f"model={name!r} would import module {mod_name!r}, which was not allowed "
                 f"(--allow-import {mod_name})")

@@ -2,6 +2,7 @@
 scalars (torn tail, lost rows), temp files. Each is repaired or skipped with a warning."""
 
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -63,6 +64,20 @@ def test_damaged_status_is_rebuilt_from_the_checkpoint(tmp_path, garbage, checkp
     with pytest.warns(StoreWarning):
         shown = status_table(root)
     assert "rebuilt" in shown["damaged"].iloc[0]
+
+
+@pytest.mark.parametrize("name", ["config.json", "error.txt", "checkpoint.json"])
+@pytest.mark.parametrize("garbage", [b"\xff\xfe\x00", b'{"seeds": "x"'])
+def test_other_damaged_run_files_do_not_stop_status_or_load(tmp_path, name, garbage):
+    root = fake_sweep(tmp_path)
+    (run_dir(root, "mup", 16) / name).write_bytes(garbage)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert set(load_status(root)["state"]) == {"done"}
+        assert len(status_table(root)) == 2
+        ds = load(root)
+    np.testing.assert_array_equal(ds["loss"].sel(param="mup", width=16, seed=3).values,
+                                  [16 + 3 + s / 10 for s in range(STEPS)])
 
 
 def test_status_without_checkpoint_or_config_is_pending_at_zero(tmp_path):

@@ -163,7 +163,7 @@ class RunStore:
 
     def read_error(self) -> str | None:
         try:
-            return (self.path / ERROR_FILE).read_text(encoding="utf-8")
+            return (self.path / ERROR_FILE).read_bytes().decode("utf-8", errors="replace")
         except FileNotFoundError:
             return None
 

@@ -132,3 +132,27 @@ def test_force_new_keeps_the_lock_on_the_new_folder(tmp_path):
     finally:
         first.send_signal(signal.SIGKILL)
         first.communicate()
+
+
+def test_scalars_are_synced_and_counted_before_each_checkpoint(tmp_path, monkeypatch):
+    events = []
+    real_sync, real_save = RunStore.sync_scalars, RunStore.save_checkpoint
+
+    def sync(self):
+        events.append(("sync", None))
+        real_sync(self)
+
+    def save(self, tensors, meta):
+        on_disk = len(RunStore(self.path).read_scalars())
+        events.append(("save", (meta["scalar_rows"], on_disk)))
+        real_save(self, tensors, meta)
+
+    monkeypatch.setattr(RunStore, "sync_scalars", sync)
+    monkeypatch.setattr(RunStore, "save_checkpoint", save)
+    ws.Sweep.from_string(small_config(steps=30, every=10)).run(tmp_path / "out", progress=False)
+    saves = [i for i, (kind, _) in enumerate(events) if kind == "save"]
+    assert len(saves) == 2 * 3
+    for i in saves:
+        assert events[i - 1][0] == "sync"
+        recorded, on_disk = events[i][1]
+        assert recorded == on_disk > 0

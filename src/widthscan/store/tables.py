@@ -95,7 +95,7 @@ def read_runs(sweep_dir: str | os.PathLike[str], with_probes: bool) -> list[RunD
 def damage_notes(status: dict[str, Any] | None, scalars: pd.DataFrame | None = None
                  ) -> list[str]:
     """What was repaired or dropped when reading one run's status and scalars (empty when
-    nothing was)."""
+    nothing was). A partial last line of a running run is its writer at work, not damage."""
     status = status or {}
     attrs = scalars.attrs if scalars is not None else {}
     notes = [status["repaired"]] if status.get("repaired") else []
@@ -103,7 +103,7 @@ def damage_notes(status: dict[str, Any] | None, scalars: pd.DataFrame | None = N
         notes.append(f"{status['lost_rows']} scalar rows lost before a checkpoint")
     if attrs.get("bad_lines"):
         notes.append(f"{attrs['bad_lines']} damaged scalar lines dropped")
-    if attrs.get("torn_tail"):
+    if attrs.get("torn_tail") and status.get("state") != "running":
         notes.append("a partial last scalar line dropped")
     return notes
 

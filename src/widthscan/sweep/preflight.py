@@ -211,7 +211,7 @@ def check_sweep(cfg: SweepConfig, allow_import: Iterable[str] = ()) -> Preflight
     except Exception as err:
         if not local:
             warnings.warn(f"task {cfg.task.name!r} cannot be built on this machine ({err}); "
-                          "the models are checked on the cluster instead", stacklevel=2)
+                          "the model checks are skipped", stacklevel=2)
             return report
         raise config_error([f"task.options: task {cfg.task.name!r} cannot be built with "
                             f"options {cfg.task.options}: {err}"]) from None

@@ -119,7 +119,8 @@ class RunStore:
         """status.json with ``diverged`` keys as int seeds, or None if not written yet.
 
         A damaged status.json (not JSON, not a status) warns (StoreWarning) and is rebuilt
-        from config.json and the checkpoint as state "pending": rerunning resumes the run.
+        from config.json and the checkpoint: "pending" (rerunning resumes the run), or
+        "done"/"diverged" when the checkpoint is at the last step.
         """
         path = self.path / STATUS_FILE
         try:
@@ -135,6 +136,21 @@ class RunStore:
         return status
 
     def _rebuilt_status(self, reason: str) -> dict[str, Any]:
+        try:
+            status = self._status_from_checkpoint()
+        except (ValueError, TypeError, AttributeError):
+            status = {"state": "pending", "step": 0, "steps": None, "seeds": None,
+                      "diverged": {}}
+        state, step = status["state"], status["step"]
+        status["repaired"] = f"status.json rebuilt from the checkpoint (unreadable: {reason})"
+        then = " (rerun to resume)" if state == "pending" else ""
+        warnings.warn(f"{self.path / STATUS_FILE} is unreadable ({reason}); rebuilt from the "
+                      f"checkpoint: {state} at step {step}{then}", StoreWarning, stacklevel=3)
+        return status
+
+    def _status_from_checkpoint(self) -> dict[str, Any]:
+        """State, step, seeds and divergence from checkpoint.json and config.json: "done" or
+        "diverged" when the checkpoint is at the last step, else "pending"."""
         meta = _ckpt.read_meta(self.path) or {}
         ens = meta.get("ensemble") if isinstance(meta.get("ensemble"), dict) else meta
         try:
@@ -150,13 +166,8 @@ class RunStore:
         state = "pending"
         if isinstance(steps, int) and step >= steps:
             state = "diverged" if seeds and len(diverged) == len(seeds) else "done"
-        status = {"state": state, "step": step, "steps": steps, "seeds": seeds,
-                  "diverged": diverged,
-                  "repaired": f"status.json rebuilt from the checkpoint (unreadable: {reason})"}
-        then = " (rerun to resume)" if state == "pending" else ""
-        warnings.warn(f"{self.path / STATUS_FILE} is unreadable ({reason}); rebuilt from the "
-                      f"checkpoint: {state} at step {step}{then}", StoreWarning, stacklevel=3)
-        return status
+        return {"state": state, "step": step, "steps": steps,
+                "seeds": [int(s) for s in seeds] if seeds else None, "diverged": diverged}
 
     def write_error(self, traceback_text: str) -> None:
         atomic_write_text(self.path / ERROR_FILE, traceback_text)

@@ -1,5 +1,4 @@
-"""What a finished sweep keeps on disk: scalars once (parquet), checkpoints per
-``store.keep_checkpoints``; resume still works while a run is unfinished."""
+"""What a finished sweep keeps on disk: checkpoints per ``store.keep_checkpoints``."""
 
 import json
 
@@ -18,13 +17,15 @@ def _run(tmp_path, keep=None):
     return sorted((tmp_path / "out" / "runs").glob("param=*/width=*"))
 
 
-def test_default_keeps_no_checkpoint_and_scalars_once(tmp_path):
+def test_default_keeps_no_checkpoint_tensors(tmp_path):
     runs = _run(tmp_path)
     assert len(runs) == 2
     for run in runs:
         names = {p.name for p in run.iterdir()}
-        assert "scalars.parquet" in names and "scalars.jsonl" not in names
-        assert not names & {"checkpoint.safetensors", "checkpoint.json", "checkpoints"}
+        assert not names & {"checkpoint.safetensors", "checkpoint.prev.safetensors",
+                            "checkpoints"}
+        assert json.loads((run / "checkpoint.json").read_text())["meta"]["ensemble"][
+            "step"] == 30  # the metadata stays: a damaged status.json is rebuilt from it
     ds = ws.load(tmp_path / "out")
     assert np.isfinite(ds["loss"].values).all() and ds.sizes["step"] == 30
 

@@ -10,6 +10,7 @@ is read to lay them out.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -19,9 +20,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from widthscan.store import probes as _probes
-from widthscan.store.layout import SWEEP_CONFIG
 from widthscan.store.run import FINISHED_STATES, PROBES_DIR
-from widthscan.store.tables import LoadWarning, RunData, metric_columns, read_runs
+from widthscan.store.tables import (
+    LoadWarning,
+    RunData,
+    damage_notes,
+    metric_columns,
+    read_config_text,
+    read_runs,
+)
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -103,17 +110,35 @@ def _layout(var: str, spec: dict[str, Any] | None, first: Path) -> tuple | None:
     return dims, coords, shape, members, dtype
 
 
-def _var_names(specs: dict[str, Any], first: Path) -> list[str]:
-    """Variables of a probe: those in dims.json, else the arrays of its first shard."""
-    if specs:
-        return list(specs)
+def _entries(path: Path) -> int:
+    """How many variables dims.json lists, valid or not (-1 if it does not parse)."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return -1
+    return len(data) if isinstance(data, dict) else -1
+
+
+def _probe_specs(probe_dir: Path, first: Path) -> tuple[list[str], dict[str, Any]]:
+    """Variables of a probe and their dims.json specs. A missing or damaged dims.json (the
+    only case where a shard is opened here) lists the variables of the first shard and
+    takes the damaged specs' dims and coords from a sibling run (``sibling_dims``); sizes
+    are then read from the shard's headers."""
     import zipfile
 
+    specs = _probes.read_dims(probe_dir)
+    if specs and _entries(probe_dir / _probes.DIMS_FILE) == len(specs):
+        return list(specs), specs
     try:
         with zipfile.ZipFile(first) as zf:
-            return [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
+            names = [n[:-4] for n in zf.namelist() if n.endswith(".npy")]
     except Exception:
-        return []
+        names = list(specs)
+    if any(v not in specs for v in names):
+        siblings = _probes.sibling_dims(probe_dir)
+        specs = {**{v: {k: spec[k] for k in ("dims", "coords") if k in spec}
+                    for v, spec in siblings.items()}, **specs}
+    return names, specs
 
 
 def _index_run(run: RunData) -> dict[str, dict[str, _Source]]:
@@ -128,8 +153,8 @@ def _index_run(run: RunData) -> dict[str, dict[str, _Source]]:
         steps = _probes.shard_steps(probe_dir)
         if not steps:
             continue
-        specs = _probes.read_dims(probe_dir)
-        for var in _var_names(specs, steps[0][1]):
+        names, specs = _probe_specs(probe_dir, steps[0][1])
+        for var in names:
             layout = _layout(var, specs.get(var), steps[0][1])
             if layout is None:
                 continue
@@ -139,14 +164,27 @@ def _index_run(run: RunData) -> dict[str, dict[str, _Source]]:
     return out
 
 
-def _plan_var(plan: _VarPlan) -> None:
-    dims = plan.sources[0].dims
-    for s in plan.sources[1:]:
+def _same_dims(probe: str, var: str, sources: list[_Source]) -> list[_Source]:
+    """The sources whose dims agree with most runs'; the others (e.g. a run whose dims.json
+    was damaged) are left out with a LoadWarning."""
+    counts: dict[tuple[str, ...], int] = {}
+    for s in sources:
+        counts[s.dims] = counts.get(s.dims, 0) + 1
+    dims = max(counts, key=lambda d: (counts[d], not any("_dim_" in x for x in d)))
+    for s in sources:
         if s.dims != dims:
-            raise ValueError(
-                f"probe variable {plan.var!r} has dims {s.dims} in {s.run.label} but {dims} in "
-                f"{plan.sources[0].run.label}"
+            warnings.warn(
+                f"{s.run.label}: {probe}/{var} has dims {s.dims} but other runs have {dims}; "
+                "left out",
+                LoadWarning,
+                stacklevel=5,
             )
+    return [s for s in sources if s.dims == dims]
+
+
+def _plan_var(plan: _VarPlan) -> None:
+    plan.sources = _same_dims(plan.probe, plan.var, plan.sources)
+    dims = plan.sources[0].dims
     plan.disk_dims = dims
     for j, d in enumerate(dims):
         labelled = [s.coords[d] for s in plan.sources if d in s.coords]
@@ -297,7 +335,9 @@ def load(sweep_dir: str | os.PathLike[str], *, mask_diverged: bool = True) -> xr
     ``<variable>_example``, ``<variable>_position``, ``<variable>_layer``; ``attrs["per"]``
     says "token", "example" or "member"). Missing values are NaN; diverged members are
     NaN from their diverged step on. Warns (IncompleteSweepWarning) and lists the runs in
-    ``attrs["incomplete"]`` when some runs are not finished.
+    ``attrs["incomplete"]`` when some runs are not finished; what was repaired or dropped
+    while reading (damaged status.json, scalar lines lost or failing their checksum) is
+    listed in ``attrs["damaged"]``.
     """
     import xarray as xr
 
@@ -379,7 +419,6 @@ def load(sweep_dir: str | os.PathLike[str], *, mask_diverged: bool = True) -> xr
             IncompleteSweepWarning,
             stacklevel=2,
         )
-    config_path = root / SWEEP_CONFIG
     attrs = {
         "incomplete": incomplete,
         "diverged": [
@@ -387,7 +426,9 @@ def load(sweep_dir: str | os.PathLike[str], *, mask_diverged: bool = True) -> xr
             for r in runs
             for seed, step in sorted(r.diverged.items())
         ],
-        "config": config_path.read_text(encoding="utf-8") if config_path.exists() else "",
+        "config": read_config_text(root),
+        "damaged": [f"{r.label}: {note}" for r in runs
+                    for note in damage_notes(r.status, r.scalars)],
         "widthscan_version": __version__,
     }
     return xr.Dataset(data_vars=data_vars, coords=coords, attrs=attrs)

@@ -142,9 +142,9 @@ def test_per_token_cross_entropy_bias_variance_matches_a_direct_computation(swee
     assert (single - ensemble >= -1e-12).all()  # Jensen: the logit ensemble is no worse
 
 
-def test_report_reads_each_variable_at_most_once(sweep_dir, monkeypatch):
+def test_report_reads_each_variable_at_most_once(sweep_dir, monkeypatch, capsys):
     """Bounded by construction: the report pulls every probe variable from disk once,
-    whatever the number of sections that use it."""
+    whatever the number of sections that use it; it prints one line per section."""
     from widthscan.store import probes
 
     reads: dict[str, int] = {}
@@ -158,7 +158,11 @@ def test_report_reads_each_variable_at_most_once(sweep_dir, monkeypatch):
     ds = ws.load(sweep_dir)
     shards = {v: int(np.prod([ds.sizes[d] for d in ds[v].dims[:2]])) * ds.sizes[
         ds[v].dims[3]] for v in ds.data_vars if ds[v].chunks is not None}
-    widthscan.report.report(ds, sweep_dir / "bounded.html", progress=False)
+    html = widthscan.report.report(ds, sweep_dir / "bounded.html").read_text()
+    lines = capsys.readouterr().err.splitlines()
+    built = [line for line in lines if line.startswith("report: section ")]
+    assert len(built) == html.count("<section") and built[-1].startswith(
+        f"report: section {len(built)}/{len(built)} ")
     assert reads, "the report read nothing"
     for var, n in reads.items():
         assert n <= shards[var], (var, n, shards[var])

@@ -356,3 +356,14 @@ def test_final_loss_table_reads_no_probe_shard(sweep, monkeypatch):
     assert opens.paths == []
     row = table[(table["param"] == "sp") & (table["width"] == 64)].iloc[0]
     assert row["loss"] == pytest.approx(np.mean([loss("sp", 64, s, 9) for s in (3, 7)]))
+
+
+def test_without_dask_the_same_values_are_read_at_once(sweep, ds, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "dask.array", None)
+    with pytest.warns(IncompleteSweepWarning):
+        eager = load(sweep)
+    assert eager["kernel"].chunks is None
+    for var in ("logits", "kernel", "margin"):
+        np.testing.assert_array_equal(eager[var].values, ds[var].values)

@@ -4,7 +4,7 @@ Scalars are read at once (they are small). Probe variables are dask arrays: one 
 per (param, width, probe step) holding every seed, read from its shard only when a
 computation asks for it (``.values``, ``.load()``, ``.compute()``), so memory is
 bounded by what is asked for. Nothing but ``dims.json`` files and directory listings
-is read to lay them out.
+is read to lay them out. Without dask (the ``dask`` extra) they are read at once.
 """
 
 from __future__ import annotations
@@ -258,15 +258,21 @@ def _read_block(path: Path, var: str, shape: tuple[int, ...], dtype: np.dtype,
 
 def _dask_var(plan: _VarPlan, registry: dict[str, _DimSpec], coords: dict[str, Any],
               steps: np.ndarray, seed_index: dict[int, int], mask_diverged: bool) -> Any:
-    import dask.array as dsa
-    from dask.base import tokenize
+    """The variable as a dask array (one task per chunk), or, without dask installed, the
+    same chunks read at once into a numpy array."""
+    try:
+        import dask.array as dsa
+        from dask.base import tokenize
+    except ImportError:
+        dsa = None
 
     sizes = [registry[d].length for d in plan.dims]
     n_param, n_width, n_seed = (len(coords[d]) for d in CORE_DIMS)
     dtype = np.result_type(*(s.dtype for s in plan.sources), np.float32)
     block = (1, 1, n_seed, 1, *sizes)
-    name = f"widthscan-load-{plan.name}-" + tokenize(
+    name = f"widthscan-load-{plan.name}-" + (tokenize(
         plan.name, [(str(s.run.store.path), s.steps) for s in plan.sources], mask_diverged)
+        if dsa is not None else "")
     zeros = (0,) * len(sizes)
     graph: dict[tuple, tuple] = {}
     by_run = {(s.run.param, s.run.width): s for s in plan.sources}
@@ -287,6 +293,11 @@ def _dask_var(plan: _VarPlan, registry: dict[str, _DimSpec], coords: dict[str, A
             graph[key] = (_read_block, path, plan.var, block, dtype, member_pos, index, masked)
     chunks = ((1,) * n_param, (1,) * n_width, (n_seed,), (1,) * len(steps),
               *((s,) for s in sizes))
+    if dsa is None:
+        out = np.empty((n_param, n_width, n_seed, len(steps), *sizes), dtype)
+        for (_, ip, iw, _, it, *_), (fn, *args) in graph.items():
+            out[ip, iw, :, it] = fn(*args)[0, 0, :, 0]
+        return out
     return dsa.Array(graph, name, chunks, dtype=dtype)
 
 

@@ -75,7 +75,8 @@ def _one(plotted, plotter, words):
 
 def test_every_probe_keeps_its_own_positions(sweep_dir):
     ds = ws.load(sweep_dir)
-    assert ds["logits"].attrs["per"] == "token" and ds["kernel"].attrs["per"] == "example"
+    assert ds["logits"].attrs["per"] == "token" and ds["kernel"].attrs["per"] == "sequence"
+    assert ds["attention"].attrs["per"] == "member"
     assert ds["logits"].dims[-2:] == ("logits_position", "output")
     assert ds["target_logit"].dims[-1] == "target_logit_position"
     assert ds["kernel"].dims[-3:] == ("kernel_layer", "kernel_example", "kernel_example2")

@@ -331,8 +331,13 @@ def _mask(arr: np.ndarray, run: RunData, pos: tuple[int, int], seed_index: dict[
             arr[pos[0], pos[1], seed_index[seed], steps >= step] = np.nan
 
 
-def _var_attrs(plan: _VarPlan) -> dict[str, Any]:
+def _var_attrs(plan: _VarPlan, sequences: bool) -> dict[str, Any]:
+    """``per``: what one entry of the variable's sample dim is: "token" (a predicted token
+    position), "sequence" (a probe example of a model that predicts tokens), "example",
+    or "member" (no sample dim: one value per network)."""
     sample = next((SAMPLES[d] for d in plan.disk_dims if d in SAMPLES), "member")
+    if sample == "example" and sequences:
+        sample = "sequence"
     return {"probe": plan.probe, "dims_on_disk": list(plan.disk_dims), "per": sample}
 
 
@@ -344,7 +349,7 @@ def load(sweep_dir: str | os.PathLike[str], *, mask_diverged: bool = True) -> xr
     variables (param, width, seed, <probe>_step, *their dims) dask arrays read on demand.
     Each probe variable keeps its own examples, token positions and layers (dims
     ``<variable>_example``, ``<variable>_position``, ``<variable>_layer``; ``attrs["per"]``
-    says "token", "example" or "member"). Missing values are NaN; diverged members are
+    says "token", "sequence", "example" or "member"). Missing values are NaN; diverged members are
     NaN from their diverged step on. Warns (IncompleteSweepWarning) and lists the runs in
     ``attrs["incomplete"]`` when some runs are not finished; what was repaired or dropped
     while reading (damaged status.json, scalar lines lost or failing their checksum) is
@@ -416,11 +421,12 @@ def load(sweep_dir: str | os.PathLike[str], *, mask_diverged: bool = True) -> xr
     for d, spec in registry.items():
         if spec.labels is not None:
             coords[d] = np.asarray(spec.labels)
+    sequences = any("position" in plan.disk_dims for plan in plans)
     for plan in plans:
         arr = _dask_var(plan, registry, coords, probe_steps[plan.probe], seed_index,
                         mask_diverged)
         data_vars[plan.name] = xr.Variable(
-            (*CORE_DIMS, f"{plan.probe}_step", *plan.dims), arr, attrs=_var_attrs(plan))
+            (*CORE_DIMS, f"{plan.probe}_step", *plan.dims), arr, attrs=_var_attrs(plan, sequences))
 
     incomplete = [r.label for r in runs if r.state not in FINISHED_STATES]
     if incomplete:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 import time
@@ -21,6 +22,7 @@ from widthscan.config import (
 from widthscan.store import SweepLock, atomic_write_text
 from widthscan.sweep.executors import get_executor
 from widthscan.sweep.plan import RunSpec, plan
+from widthscan.sweep.progress import SweepProgress
 from widthscan.sweep.run import execute
 
 IGNORED_IN_DIFF = ("executor", "tracker")
@@ -87,7 +89,10 @@ class Sweep:
     def run(self, out: str | Path, executor: str | None = None, workers: int | None = None,
             wait: bool = False, force_new: bool = False, progress: bool | None = None,
             scheduler: str | None = None) -> SweepResult:
-        """Run every (param, width) into ``out``; done runs are skipped, others resume."""
+        """Run every (param, width) into ``out``; done runs are skipped, others resume.
+
+        ``progress``: per-run progress on stderr (run, step, loss, ETA): a live bar on a
+        terminal, plain lines elsewhere; None (default): only on a terminal."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         cfg = self.config
@@ -105,16 +110,15 @@ class Sweep:
             run_fn = get_executor(kind)
             fn = execute if kind == "local" else functools.partial(execute, threads=1)
             show = sys.stderr.isatty() if progress is None else progress
-            bar = _progress(len(specs), show)
-            for spec, status in run_fn(fn, specs, self.config.executor):
-                result.statuses[spec.name] = status
-                bar.set_postfix_str(f"{spec.name}: {status.get('state')}")
-                bar.update(1)
-            bar.close()
+            runs = [(spec.param, spec.width) for spec in specs]
+            with _progress(out, runs, self.config.train.steps, show):
+                for spec, status in run_fn(fn, specs, self.config.executor):
+                    result.statuses[spec.name] = status
         return result
 
 
-def _progress(total: int, show: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="runs", unit="run", disable=not show, file=sys.stderr)
+def _progress(out: Path, runs: list[tuple[str, int]], steps: int, show: bool):
+    """Per-run progress on stderr (a live bar on a terminal, plain lines elsewhere)."""
+    if not show:
+        return contextlib.nullcontext()
+    return SweepProgress(out, runs, steps)

@@ -154,7 +154,7 @@ def test_histogram_range_covers_the_data_and_says_what_is_outside():
     centers = (np.array(edges)[:, :-1] + np.array(edges)[:, 1:]) / 2
     c = np.array(counts)
     inside = c[(centers >= lo) & (centers <= hi)].sum() / c.sum()
-    assert inside > 0.995
+    assert inside > 0.99
     assert hi - lo > 2 * 20 * 2.5
     if inside < 1:
         note = ax.texts[0].get_text()

@@ -46,7 +46,7 @@ from widthscan.report.axes import (
     widths_of,
 )
 
-HIST_QUANTILE = 0.001  # histogram panels show the 0.1% to 99.9% quantiles of their values
+HIST_QUANTILE = 0.005  # histogram panels show the 0.5% to 99.5% quantiles of their values
 
 # ---------------------------------------------------------------- curves over training
 

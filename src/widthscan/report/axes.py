@@ -22,6 +22,7 @@ from widthscan.report import style
 
 STEP_LABEL = "training step"
 MARKER_MAX = 12  # curves with at most this many points get markers
+OWN_AXIS = "own y axis"  # title note of panels that do not share the y axis
 _NOTE_BOX = {"facecolor": "white", "alpha": 0.85, "lw": 0, "pad": 1.5}
 
 
@@ -126,7 +127,8 @@ def scale_panels(axes: Sequence[Any], data: Sequence[Sequence[Any]], *, log: boo
     many. ``refs[i]``: reference values (threshold lines) kept in view, never clipped.
 
     The panels share one axis when each one's data fills at least ``min_fill`` of the
-    common range (they then compare at a glance); otherwise each gets its own.
+    common range (they then compare at a glance); otherwise each gets its own, and its
+    title says so.
     ``log``: a log axis when there are positive values. Returns whether they share.
     """
     vals = [finite(*arrays) for arrays in data]
@@ -160,6 +162,8 @@ def scale_panels(axes: Sequence[Any], data: Sequence[Sequence[Any]], *, log: boo
         r = (lo_all, hi_all) if share else ranges[i]
         if r is None:
             continue
+        if not share and len(axes) > 1 and ax.get_title():
+            ax.set_title(f"{ax.get_title()} ({OWN_AXIS})")
         if share and i > 0:
             ax.sharey(axes[0])
             ax.tick_params(labelleft=False)

@@ -23,7 +23,9 @@ from widthscan.report import style
 STEP_LABEL = "training step"
 MARKER_MAX = 12  # curves with at most this many points get markers
 OWN_AXIS = "own y axis"  # title note of panels that do not share the y axis
-_NOTE_BOX = {"facecolor": "white", "alpha": 0.85, "lw": 0, "pad": 1.5}
+_NOTE = {"fontsize": 9, "color": "0.35", "zorder": 10,
+         "bbox": {"boxstyle": "square,pad=0.2", "facecolor": "white", "edgecolor": "none",
+                  "alpha": 0.85}}
 
 
 def new_figure(ncols: int, nrows: int = 1, *, sharey: bool | str = True,
@@ -180,11 +182,11 @@ def _off_scale_note(ax, v: np.ndarray, lo: float, hi: float) -> None:
     if above.size:
         ax.text(0.01, 0.99, f"{above.size} of {v.size} values off scale, "
                 f"up to {float(above.max()):.3g}", transform=ax.transAxes, ha="left", va="top",
-                fontsize=9, color="0.35", bbox=_NOTE_BOX)
+                **_NOTE)
     if below.size:
         ax.text(0.01, 0.01, f"{below.size} of {v.size} values off scale, "
                 f"down to {float(below.min()):.3g}", transform=ax.transAxes, ha="left",
-                va="bottom", fontsize=9, color="0.35", bbox=_NOTE_BOX)
+                va="bottom", **_NOTE)
 
 
 def log_x(ax, *arrays: Any, base: float = 10) -> None:

@@ -32,13 +32,16 @@ def eta_text(seconds: float | None) -> str:
     return f"{s}s"
 
 
-def run_line(run: RunProgress) -> str:
-    """``mup w=256: step 120/400, loss 0.0213 (mean of 4 seeds)``."""
+def run_line(run: RunProgress, eta: float | None = None) -> str:
+    """``mup w=256: step 120/400, loss 0.0213 (mean of 4 seeds), ETA 25s`` (ETA: seconds
+    left for this run, left out when None)."""
     text = f"{run.name}: step {run.step}/{run.steps if run.steps is not None else '?'}"
     loss = run.mean_loss
     if loss is not None:
         n = len(run.losses)
         text += f", loss {loss:.4g}" + (f" (mean of {n} seeds)" if n > 1 else "")
+    if eta is not None:
+        text += f", ETA {eta_text(eta)}"
     return text
 
 
@@ -66,6 +69,7 @@ class SweepProgress:
         self._t0 = time.monotonic()
         self._done0: int | None = None
         self._last_line = 0.0
+        self._first: dict[str, tuple[float, int]] = {}
 
     def __enter__(self) -> SweepProgress:
         self.start()
@@ -107,6 +111,15 @@ class SweepProgress:
         left = self.steps * len(self.runs) - done
         return left / rate if rate > 0 else None
 
+    def run_eta(self, run: RunProgress) -> float | None:
+        """Seconds left for ``run`` at its rate since this object first saw it train."""
+        now = time.monotonic()
+        t0, step0 = self._first.setdefault(run.name, (now, run.step))
+        total = run.steps or self.steps
+        if run.step <= step0 or now <= t0 or run.step >= total:
+            return None
+        return (total - run.step) * (now - t0) / (run.step - step0)
+
     def poll(self) -> None:
         runs = self.snapshot()
         done = sum(min(r.steps or self.steps, r.step) if r.state not in FINISHED
@@ -129,7 +142,8 @@ class SweepProgress:
         head = f"runs {finished}/{len(self.runs)}"
         self._bar.set_description(head + (f" · {active[0].name}" if active else ""),
                                   refresh=False)
-        self._bar.set_postfix_str(" · ".join(run_line(r).split(": ", 1)[1] for r in active[:2]))
+        self._bar.set_postfix_str(" · ".join(run_line(r, self.run_eta(r)).split(": ", 1)[1]
+                                             for r in active[:2]))
 
     def _print_lines(self, runs: list[RunProgress], active: list[RunProgress], finished: int,
                      eta: float | None) -> None:
@@ -145,9 +159,10 @@ class SweepProgress:
         for r in events:
             word = {"running": "started"}.get(r.state, r.state)
             self._print(f"{head} {run_line(r)} ({word}){tail}")
+        run_eta = {r.name: self.run_eta(r) for r in active}
         if active and not events and now - self._last_line >= self.every_s:
             for r in active:
-                self._print(f"{head} {run_line(r)}{tail}")
+                self._print(f"{head} {run_line(r, run_eta[r.name])}{tail}")
         if events or (active and now - self._last_line >= self.every_s):
             self._last_line = now
 

@@ -56,3 +56,16 @@ def test_every_readme_python_block_runs(tmp_path, monkeypatch):
                             f"{type(e).__name__}: {e}")
     assert (tmp_path / "widthscan-demo" / "report.html").is_file()
     assert os.path.isdir(tmp_path / "runs" / "demo")
+
+
+def test_first_block_is_install_and_demo_then_install_and_tests_as_ci_runs_them():
+    text = README.read_text(encoding="utf-8")
+    first = re.search(r"^```\n(.*?)^```", text, re.S | re.M).group(1).strip().splitlines()
+    assert len(first) == 2
+    assert first[0].endswith("widthscan demo")
+    ci = (README.parent / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()
+    assert ci[-1] == first[1]
+    install, *_ = first[1].split(" && python -m pytest")
+    # the reference packages come last and without dependencies: pip then has no
+    # dependency check left that could print "mup 1.0.0 requires ..."
+    assert install.split(" && ")[-1] == "pip install --no-deps mup==1.0.0 pyhessian==0.1"

@@ -96,7 +96,7 @@ def test_demo_reports_progress_and_says_what_to_open(tmp_path, capsys, monkeypat
     assert sum("(done)" in ln for ln in captured.err.splitlines()) == 6
     tail = captured.out.strip().splitlines()
     assert f"report: {out / 'report.html'}" in tail
-    assert tail[-3].startswith(f"Open {out / 'report.html'} in a browser. Look first at the "
+    assert tail[-4].startswith(f"Open {out / 'report.html'} in a browser. Look first at the "
                                "Verdict")
     assert calls == [(str(out), str(out / "report.html"))]
     html = tmp_path / "elsewhere" / "r.html"

@@ -13,6 +13,7 @@ from widthscan.store import RunStore, iter_run_dirs, lock_holder, run_dir
 from widthscan.store.layout import SWEEP_CONFIG
 from widthscan.store.run import SCALARS_FILE
 from widthscan.store.scalars import parse_lines
+from widthscan.store.tables import damage_notes
 
 TAIL_BYTES = 1 << 16
 
@@ -46,17 +47,17 @@ class RunProgress:
 def planned_runs(sweep_dir: str | Path) -> tuple[list[tuple[str, int]], int | None]:
     """Every (param, width) of the sweep (from its sweep.toml: runs not started yet too,
     then any other run folder found) and the number of training steps per run."""
-    from widthscan.config import ConfigError, load_config
+    from widthscan.config import ConfigError
+    from widthscan.config.load import read_bytes, read_toml
 
     runs: list[tuple[str, int]] = []
     steps = None
-    try:
-        cfg = load_config(Path(sweep_dir) / SWEEP_CONFIG)
-    except (ConfigError, OSError, ValueError):
+    try:  # the saved, resolved config, read as plain TOML: nothing is imported or run
+        data = read_toml(read_bytes(Path(sweep_dir) / SWEEP_CONFIG))
+        runs = [(str(p), int(w)) for p in data["params"] for w in sorted(data["widths"])]
+        steps = int(data["train"]["steps"])
+    except (ConfigError, KeyError, TypeError, ValueError):
         pass
-    else:
-        runs = [(p, int(w)) for p in cfg.params for w in sorted(cfg.widths)]
-        steps = int(cfg.train.steps)
     runs += [(p, w) for p, w, _ in iter_run_dirs(sweep_dir) if (p, w) not in runs]
     return runs, steps
 
@@ -115,9 +116,18 @@ def _loss_text(losses: dict[int, float]) -> str:
                     for _, v in sorted(losses.items()))
 
 
+def _damage(sweep_dir: str | Path, run: RunProgress) -> str:
+    path = run_dir(sweep_dir, run.param, run.width)
+    if not path.is_dir():
+        return "-"
+    store = RunStore(path)
+    return "; ".join(damage_notes(store.read_status(), store.read_scalars())) or "-"
+
+
 def status_table(sweep_dir: str | Path) -> pd.DataFrame:
-    """Columns: run, state, step ("done/total"), last loss per member, diverged members.
-    A run whose process died while running is "interrupted (resumes at step N)"."""
+    """Columns: run, state, step ("done/total"), last loss per member, diverged members,
+    and what was repaired or dropped (only when something was). A run whose process died
+    while running is "interrupted (resumes at step N)"."""
     rows = []
     for run in sweep_progress(sweep_dir):
         state = run.state
@@ -130,5 +140,9 @@ def status_table(sweep_dir: str | Path) -> pd.DataFrame:
             "last loss (per seed)": _loss_text(run.losses),
             "diverged": ", ".join(f"seed {s} @ step {t}" for s, t in run.diverged.items())
             or "-",
+            "damaged": _damage(sweep_dir, run),
         })
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if len(table) and (table["damaged"] == "-").all():
+        table = table.drop(columns="damaged")
+    return table

@@ -149,10 +149,10 @@ def _report(out: str, html: str | None = None) -> int:
 
 
 DEMO_NEXT = """
-Open {path} in a browser. Look first at the Verdict at the top: one sentence per
-parameterization says whether its widths agree with the widest, and from which width on.
-Then "Pointwise predictions": under μP the widths' logits fall onto one curve as width
-grows; under SP they drift."""
+Open {path} in a browser.
+Look first at the Verdict at the top: one sentence per parameterization says whether
+its widths agree with the widest, and from which width on. Then "Pointwise predictions":
+under μP the widths' logits fall onto one curve as width grows; under SP they drift."""
 
 
 def _demo(args) -> int:

@@ -1,6 +1,8 @@
 """The command line: one clear line and a non-zero exit for bad input, one line on
 Ctrl-C, --version, and the demo's closing directions."""
 
+import importlib
+
 import pytest
 
 import widthscan
@@ -88,7 +90,7 @@ def fake_report(calls: list):
 
 def test_demo_reports_progress_and_says_what_to_open(tmp_path, capsys, monkeypatch):
     calls: list = []
-    monkeypatch.setattr("widthscan.report.report", fake_report(calls))
+    monkeypatch.setattr(importlib.import_module("widthscan.report"), "report", fake_report(calls))
     monkeypatch.setattr("widthscan.sweep.demo.DEMO_TOML", TINY)
     out = tmp_path / "demo"
     assert cli.main(["demo", "--out", str(out)]) == 0

@@ -169,10 +169,11 @@ def scale_panels(axes: Sequence[Any], data: Sequence[Sequence[Any]], *, log: boo
         if share and i > 0:
             ax.sharey(axes[0])
             ax.tick_params(labelleft=False)
-        ax.set_ylim(*_padded(*r, log))
+        limits = _padded(*r, log)
+        ax.set_ylim(*limits)
         if log and r[1] / r[0] < 100:
             plain_log_ticks(ax.yaxis)
-        _off_scale_note(ax, vals[i], *r)
+        _off_scale_note(ax, vals[i], *limits)
     return share
 
 

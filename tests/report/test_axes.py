@@ -2,6 +2,7 @@
 spike) must not squash the curves a reader came to see."""
 
 import numpy as np
+import pytest
 import xarray as xr
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -162,3 +163,26 @@ def test_histogram_range_covers_the_data_and_says_what_is_outside():
     if inside < 1:
         note = ax.texts[0].get_text()
         assert note.startswith(f"{1 - inside:.2%}")
+
+
+@pytest.mark.parametrize("spike", [1e3, 1e6])
+def test_loss_panels_keep_mup_readable_under_an_sp_blow_up(spike):
+    """On log axes muP's curves fill at least a quarter of their panel's decades (shared
+    with SP when that holds, else an axis of their own), and SP's spike stays in view."""
+    steps = np.arange(50)
+    mup = np.stack([np.exp(-steps / 20) * (1 + 0.1 * i) for i in range(3)])
+    sp = mup.copy()
+    sp[2, 2:7] = spike
+    curves = over_steps({"mup": mup, "sp": sp})
+    diff = abs(curves - curves.sel(width=256)).assign_coords(reference_width=256)
+    fig = figures.loss_curves(curves, diff, ylabel="loss", diff_label="|loss - widest|",
+                              title="t")
+    top = {ax.get_title().split(" (")[0]: ax for ax in fig.axes[:2]}
+    assert top["SP"].get_yscale() == top["μP"].get_yscale() == "log"
+    lo, hi = top["μP"].get_ylim()
+    assert lo <= mup.min() and mup.max() <= hi
+    fill = np.log10(mup.max() / mup.min()) / np.log10(hi / lo)
+    assert fill >= 0.25 * 0.9  # 0.9: the 5% margins at both ends
+    assert top["SP"].get_ylim()[1] >= spike
+    shared = top["μP"].get_shared_y_axes().joined(top["μP"], top["SP"])
+    assert shared == (spike == 1e3)

@@ -79,7 +79,7 @@ class SweepProgress:
         self.stop(final=exc[0] is None)
 
     def start(self) -> None:
-        self.poll()
+        self._safe_poll()
         self._thread = threading.Thread(target=self._loop, name="widthscan-progress",
                                         daemon=True)
         self._thread.start()
@@ -89,16 +89,21 @@ class SweepProgress:
         if self._thread is not None:
             self._thread.join(timeout=10)
         if final:
-            self.poll()
+            self._safe_poll()
         if self._bar is not None:
             self._bar.close()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.poll_s):
-            try:
-                self.poll()
-            except Exception:  # a half-written file: the next poll reads it whole
-                continue
+            self._safe_poll()
+
+    def _safe_poll(self) -> None:
+        """``poll``; a progress display never stops a sweep (a file caught half-written is
+        read whole by the next poll)."""
+        try:
+            self.poll()
+        except Exception:
+            pass
 
     def snapshot(self) -> list[RunProgress]:
         return [run_progress(self.sweep_dir, p, w, self.steps) for p, w in self.runs]

@@ -74,10 +74,11 @@ def test_progress_lines_say_run_step_loss_and_eta(tmp_path, monkeypatch):
         {"step": t, "seed": s, "loss": 0.5, "lr": 0.1} for t in range(30, 45) for s in range(2))
     clock[0] += 10.0
     progress.poll()
-    # 15 steps in 10 s: this run's last 15 steps take 10 s, the sweep's last 75 steps 50 s
+    # 15 steps in 10 s: this run's last 15 steps take 10 s; the sweep's left: those and 60
+    # steps of width 16, at half the cost of a width-32 step: 10 s + 20 s
     assert out.getvalue().splitlines()[-1] == (
         "[0/2 runs done] mup w=32: step 45/60, loss 0.5 (mean of 2 seeds), ETA 10s"
-        " · sweep ETA 50s")
+        " · sweep ETA 30s")
 
 
 def test_eta_text():

@@ -108,13 +108,20 @@ class SweepProgress:
     def snapshot(self) -> list[RunProgress]:
         return [run_progress(self.sweep_dir, p, w, self.steps) for p, w in self.runs]
 
-    def eta(self, done: int) -> float | None:
-        """Seconds left for the whole sweep at the rate of steps since it started here."""
+    def eta(self, runs: Sequence[RunProgress]) -> float | None:
+        """Seconds left for the whole sweep at its rate since it started here, with a step
+        of a run counted in proportion to its width (a wide run's step costs more, and the
+        widest run first would otherwise make the first estimates several times too long)."""
+        done = sum(r.width * self._done_steps(r) for r in runs)
         if self._done0 is None:
             self._done0 = done
         rate = (done - self._done0) / max(time.monotonic() - self._t0, 1e-9)
-        left = self.steps * len(self.runs) - done
+        left = sum(r.width * (r.steps or self.steps) for r in runs) - done
         return left / rate if rate > 0 else None
+
+    def _done_steps(self, run: RunProgress) -> int:
+        total = run.steps or self.steps
+        return total if run.state in FINISHED else min(total, run.step)
 
     def run_eta(self, run: RunProgress) -> float | None:
         """Seconds left for ``run`` at its rate since this object first saw it train."""
@@ -127,9 +134,8 @@ class SweepProgress:
 
     def poll(self) -> None:
         runs = self.snapshot()
-        done = sum(min(r.steps or self.steps, r.step) if r.state not in FINISHED
-                   else (r.steps or self.steps) for r in runs)
-        eta = self.eta(done)
+        done = sum(self._done_steps(r) for r in runs)
+        eta = self.eta(runs)
         active = [r for r in runs if r.state == "running"]
         finished = sum(r.state in FINISHED for r in runs)
         if self.live:

@@ -142,7 +142,7 @@ class RunStore:
             status = {"state": "pending", "step": 0, "steps": None, "seeds": None,
                       "diverged": {}}
         state, step = status["state"], status["step"]
-        status["repaired"] = f"status.json rebuilt from the checkpoint (unreadable: {reason})"
+        status["repaired"] = "status.json was unreadable; rebuilt from the checkpoint"
         then = " (rerun to resume)" if state == "pending" else ""
         warnings.warn(f"{self.path / STATUS_FILE} is unreadable ({reason}); rebuilt from the "
                       f"checkpoint: {state} at step {step}{then}", StoreWarning, stacklevel=3)
@@ -397,6 +397,16 @@ class RunStore:
         with atomic_open(self.path / PARQUET_FILE, "wb") as f:
             pq.write_table(table, f)
         return True
+
+    def drop_checkpoint(self, keep: str = "none") -> None:
+        """After the run finished: delete its checkpoint unless ``keep`` is "last" or
+        "all" (the ``store.keep_checkpoints`` setting)."""
+        if keep == "none":
+            _ckpt.remove_checkpoint(self.path)
+
+    def archive_checkpoint(self, step: int) -> None:
+        """Keep a copy of the current checkpoint as checkpoints/<step:09d>.safetensors."""
+        _ckpt.archive_checkpoint(self.path, step)
 
     def clean_temp(self) -> int:
         """Remove temp files left by crashed atomic writes; call only while holding the lock."""

@@ -16,7 +16,10 @@ ALLOW_IMPORT_HELP = ("let the config import and run code from MODULE (or a modul
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from widthscan._version import __version__
+
     parser = argparse.ArgumentParser(prog="widthscan", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"widthscan {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = sub.add_parser("demo", help="run the embedded default sweep end to end (~3 min CPU)")
@@ -41,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="write DIR/report.html and DIR/figures/")
     report.add_argument("dir", help="sweep directory")
+    report.add_argument("-o", "--out", help="HTML file to write (default DIR/report.html; "
+                        "figures go next to it, in figures/)")
 
     config = sub.add_parser("config", help="print or check sweep configs")
     group = config.add_mutually_exclusive_group(required=True)
@@ -64,7 +69,7 @@ def _run(config_text: str | None, config_path: str | None, out: str, args) -> in
                        scheduler=getattr(args, "scheduler", None),
                        wait=getattr(args, "wait", False),
                        force_new=getattr(args, "force_new", False),
-                       progress=False if args.quiet else None)
+                       progress=not args.quiet)
     _print_status(out)
     _print_final(out)
     if not result.ok:
@@ -98,18 +103,67 @@ def _print_final(out: str) -> None:
     print(wide.pivot(index="width", columns="param", values="cell").to_string())
 
 
-def _report(out: str) -> int:
-    try:
-        from widthscan.report import report
-    except ImportError:
-        report = None
-    if report is None:
-        _print_status(out)
-        _print_final(out)
-        return 0
-    path = report(out, Path(out) / "report.html")
+class UsageError(Exception):
+    """Bad input found before any work: printed as one line, exit status 2."""
+
+
+def _sweep_dir(path: str) -> Path:
+    """``path`` as an existing sweep directory (runs/ or sweep.toml), else UsageError."""
+    d = Path(path)
+    if not d.exists():
+        raise UsageError(f"{path}: no such directory")
+    if not d.is_dir():
+        raise UsageError(f"{path}: not a directory")
+    if not (d / "runs").is_dir() and not (d / "sweep.toml").is_file():
+        raise UsageError(f"{path}: not a sweep directory (no runs/ and no sweep.toml; "
+                         f"`widthscan run CONFIG -o {path}` makes one)")
+    return d
+
+
+def _report_path(sweep: Path, out: str | None) -> Path:
+    """The HTML file to write: ``out`` (a folder means folder/report.html) or
+    sweep/report.html; its folder must be creatable."""
+    path = sweep / "report.html" if out is None else Path(out)
+    if out is not None and (path.is_dir() or out.endswith(("/", "\\"))):
+        path = path / "report.html"
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"cannot write the report to {path}: {parent} is a file, "
+                                 f"not a folder")
+            break
+    return path
+
+
+def _report(out: str, html: str | None = None) -> int:
+    from widthscan.report import report
+    from widthscan.sweep.status import sweep_progress
+
+    sweep = _sweep_dir(out)
+    path = _report_path(sweep, html)
+    if not any(run.losses for run in sweep_progress(sweep)):
+        raise UsageError(f"{out}: no run has logged anything yet, so there is nothing to "
+                         f"report (`widthscan status {out}` shows the runs)")
+    path = report(out, path)
     print(f"report: {path}")
     return 0
+
+
+DEMO_NEXT = """
+Open {path} in a browser.
+Look first at the Verdict at the top: one sentence per parameterization says whether
+its widths agree with the widest, and from which width on. Then "Pointwise predictions":
+under μP the widths' logits fall onto one curve as width grows; under SP they drift."""
+
+
+def _demo(args) -> int:
+    from widthscan.sweep.demo import DEMO_TOML
+
+    code = _run(DEMO_TOML, None, args.out, args)
+    if code == 0:
+        code = _report(args.out)
+        print(DEMO_NEXT.format(path=Path(args.out) / "report.html"))
+    return code
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
@@ -125,22 +179,15 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "demo":
-            from widthscan.sweep.demo import DEMO_TOML
-
-            code = _run(DEMO_TOML, None, args.out, args)
-            if code == 0:
-                code = _report(args.out)
-            return code
+            return _demo(args)
         if args.command == "run":
             return _run(None, args.config, args.out, args)
         if args.command == "status":
-            if not Path(args.dir, "runs").is_dir():
-                print(f"{args.dir}: not a sweep directory (no runs/)", file=sys.stderr)
-                return 2
+            _sweep_dir(args.dir)
             _print_status(args.dir)
             return 0
         if args.command == "report":
-            return _report(args.dir)
+            return _report(args.dir, args.out)
         if args.command == "config":
             from widthscan.config import EXAMPLE, load_config
 
@@ -154,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{args.check}: valid")
                 print("\n".join(f"  {line}" for line in checked.lines()))
             return 0
-    except (ConfigError, SweepLockedError) as err:
+    except (ConfigError, SweepLockedError, UsageError) as err:
         print(f"widthscan: {err}", file=sys.stderr)
         return 2
     except OSError as err:
@@ -162,6 +209,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"widthscan: {disk_full_message(err)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        again = ("; run the same command again to resume (finished runs are kept, the others "
+                 "continue from their last checkpoint)" if args.command in ("demo", "run")
+                 else "")
+        print(f"\nwidthscan: interrupted{again}", file=sys.stderr)
+        return 130
     return 2
 
 

@@ -93,7 +93,7 @@ class _Logits(TorchFunctionMode):
         if logits is not None and self.stack:
             label = self.stack[-1] + LOGITS
             n = sum(1 for key in self.store if key == label or key.startswith(label + "#"))
-            self.store[label if n == 0 else f"{label}#{n + 1}"] = logits.detach()
+            self.store[label if n == 0 else f"{label}#{n + 1}"] = logits
         return func(*args, **kwargs)
 
 
@@ -114,6 +114,15 @@ def _module_stack(net: nn.Module, stack: list[str]) -> Iterator[None]:
             h.remove()
 
 
+class _Copies(dict):
+    """A capture store that keeps detached copies (a later in-place op, e.g.
+    ``ReLU(inplace=True)``, must not change a recorded output)."""
+
+    def __setitem__(self, key: str, value) -> None:
+        t = _first_tensor(value)
+        super().__setitem__(key, None if t is None else t.detach().clone())
+
+
 def layer_modules(net: nn.Module) -> list[str]:
     """Names of modules that own parameters directly (the root is ``"(model)"``)."""
     return [name or "(model)" for name, mod in net.named_modules()
@@ -127,22 +136,22 @@ def activations(net: nn.Module, call: Callable[[torch.Tensor], object], x: torch
     names = layer_modules(net)
     modules = {name or "(model)": mod for name, mod in net.named_modules()}
     layers = [Layer(n, "" if n == "(model)" else n) for n in names if n != "(model)"]
-    store: dict[str, torch.Tensor] = {}
+    store: dict[str, torch.Tensor] = _Copies()
     stack: list[str] = []
     with torch.no_grad(), capture(net, layers, store, repeats=True), \
             _module_stack(net, stack), _Logits(stack, store):
         out = call(x)
     out_t = _first_tensor(out)
-    if "(model)" in names and not any(t is out_t for t in store.values()):
+    if "(model)" in names and not any(t is not None and t.shape == out_t.shape
+                                      and torch.equal(t, out_t) for t in store.values()):
         store["(model)"] = out_t
     result = {}
     for label, t in store.items():
-        t = _first_tensor(t)
         if t is None or not t.is_floating_point():
             continue
         mod = modules.get(label.split(LOGITS)[0].split("#")[0])
         conv = isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.GroupNorm, nn.BatchNorm2d))
-        result[label] = Activation(_rms(t), _features(t, conv), t.detach().clone())
+        result[label] = Activation(_rms(t), _features(t, conv), t)
     return result, out_t
 
 
@@ -174,13 +183,14 @@ def coord_rows(
     steps: int,
     roles: Mapping[str, str] | None = None,
 ) -> list[CoordRow]:
-    """Train ``factory(width)`` for ``steps`` updates on ``data``; one row per layer."""
+    """One row per layer of ``factory(width)``: the RMS at init and the RMS of the change
+    after ``steps`` updates on ``data``."""
     p = parametrize(factory, width, base_width, param, optimizer, seed=seed, roles=roles)
-    opt = _optimizer(optimizer, p.param_groups(lr, eps=None if optimizer == "sgd" else 1e-8),
-                     lr)
     x_probe = data.probe()
     before, out = activations(p.net, p.module, x_probe)
     readout = readout_label(before, out)
+    opt = _optimizer(optimizer, p.param_groups(lr, eps=None if optimizer == "sgd" else 1e-8),
+                     lr)
     for step in range(steps):
         x, y = data.batch(step)
         opt.zero_grad(set_to_none=True)

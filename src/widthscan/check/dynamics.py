@@ -25,21 +25,28 @@ class Dynamics:
     distance of final probe outputs to the widest width's; ``slope`` its log-log slope over the
     narrower widths (expected < 0)."""
 
-    loss: xr.DataArray
-    distance: xr.DataArray
-    slope: Slope
+    loss: xr.DataArray | None
+    distance: xr.DataArray | None
+    slope: Slope | None
+    error: str = ""
 
     @property
     def ok(self) -> bool:
-        return bool(np.isfinite(self.loss.values).all()) and self.slope.value < 0
+        """Falls with width, no member diverged; True (no evidence) when it could not run."""
+        if self.error:
+            return True
+        return bool(np.isfinite(self.loss.values).all()) and not self.slope.low > 0
 
     def summary(self) -> str:
+        if self.error:
+            return f"not run: {self.error}"
         if not np.isfinite(self.loss.values).all():
             return "diverged at some width: lower the learning rate"
         mean = self.distance.mean("seed").values
         cells = ", ".join(f"{int(w)}: {d:.3g}" for w, d in zip(self.distance["width"].values,
                                                                  mean))
-        trend = "falls" if self.ok else "does not fall"
+        trend = ("falls" if self.slope.high < 0 else "grows" if self.slope.low > 0
+                 else "is flat within noise")
         return (f"distance to the widest {trend} with width (slope "
                 f"{self.slope.value:+.2f} [{self.slope.low:+.2f}, {self.slope.high:+.2f}]; "
                 f"{cells})")
@@ -48,19 +55,22 @@ class Dynamics:
 def run_dynamics(factory: Callable[[int], nn.Module], widths: Sequence[int], base_width: int,
                  seeds: Sequence[int], data: Data, param: str, optimizer: str, lr: float,
                  steps: int, roles: Mapping[str, str] | None = None) -> Dynamics:
-    """Train every width for ``steps`` updates on ``data``; distances of the probe outputs."""
+    """Train every width for ``steps`` updates on ``data``; distances of the probe outputs.
+
+    A model that ``ws.Ensemble`` cannot stack (e.g. tied weights, ops ``vmap`` rejects) gives
+    a Dynamics with ``error`` set instead of raising.
+    """
     x_probe = data.probe()
     losses, outputs = [], []
     for width in widths:
-        ens = Ensemble(factory, width, base_width, param, optimizer, seeds=list(seeds), lr=lr,
-                       loss=data.loss, roles=roles)
-        curve = []
-        for step in range(steps):
-            x, y = data.batch(step)
-            curve.append(ens.step(x, y).double().numpy())
-        losses.append(np.stack(curve, 1))
-        with torch.no_grad():
-            outputs.append(ens.forward(x_probe).double().reshape(len(seeds), -1).numpy())
+        try:
+            curve, out = _train(factory, width, base_width, seeds, data, param, optimizer, lr,
+                                steps, roles, x_probe)
+        except (RuntimeError, ValueError, TypeError, NotImplementedError) as err:
+            return Dynamics(None, None, None, f"ws.Ensemble failed at width {width}: "
+                            f"{type(err).__name__}: {str(err).splitlines()[0][:200]}")
+        losses.append(curve)
+        outputs.append(out)
     coords = {"width": list(widths), "seed": list(seeds)}
     loss = xr.DataArray(np.stack(losses), dims=("width", "seed", "step"),
                         coords={**coords, "step": np.arange(steps)}, name="loss")
@@ -72,3 +82,19 @@ def run_dynamics(factory: Callable[[int], nn.Module], widths: Sequence[int], bas
     slope = fit_slope(np.repeat(flat["width"].values, flat.sizes["seed"]),
                       flat.values.ravel(), 0.0)
     return Dynamics(loss, dist.transpose("width", "seed"), slope)
+
+
+def _train(factory: Callable[[int], nn.Module], width: int, base_width: int,
+           seeds: Sequence[int], data: Data, param: str, optimizer: str, lr: float, steps: int,
+           roles: Mapping[str, str] | None, x_probe: torch.Tensor
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Losses (seed, step) and flattened probe outputs (seed, -1) of one width."""
+    ens = Ensemble(factory, width, base_width, param, optimizer, seeds=list(seeds), lr=lr,
+                   loss=data.loss, roles=roles)
+    curve = []
+    for step in range(steps):
+        x, y = data.batch(step)
+        curve.append(ens.step(x, y).double().numpy())
+    with torch.no_grad():
+        out = ens.forward(x_probe).double().reshape(len(seeds), -1).numpy()
+    return np.stack(curve, 1), out

@@ -71,7 +71,7 @@ def coord_figure(result: CheckResult) -> FigureOut:
 
 def dynamics_figure(result: CheckResult) -> FigureOut | None:
     dyn = result.dynamics
-    if dyn is None:
+    if dyn is None or dyn.error:
         return None
     fig = Figure(figsize=(10, 3.5))
     a, b = fig.subplots(1, 2)

@@ -12,7 +12,13 @@ from widthscan.check.data import UsageError, match
 from widthscan.check.dynamics import run_dynamics
 from widthscan.check.result import CheckResult
 from widthscan.check.roles import roles_table, structure
-from widthscan.check.verdict import TOL, ignores_width, layer_verdicts, readout_roles
+from widthscan.check.verdict import (
+    TOL,
+    explain,
+    ignores_width,
+    layer_verdicts,
+    readout_roles,
+)
 from widthscan.parametrization import OPTIMIZERS, PARAMS
 
 WIDTHS = (64, 128, 256, 512, 1024)
@@ -79,6 +85,8 @@ def check(
     tied_layers = {layer for f in findings if f.kind == "tied" for layer in f.layers}
     findings += readout_roles(verdicts, table, param, tied_layers)
     findings += ignores_width(verdicts)
+    findings = list({f.message: f for f in findings}.values())
+    verdicts = explain(verdicts, findings)
     dyn = None
     if dynamics_steps:
         dyn = run_dynamics(factory, ws, base_width, seeds[:2], data, param, optimizer, lr,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import stats
@@ -44,13 +44,16 @@ class Slope:
     def deviation(self) -> float:
         return self.value - self.expected
 
-    def verdict(self, tol: float) -> str:
+    def verdict(self, tol: float, one_sided: bool = False) -> str:
+        """"grows" / "shrinks" (off by more than ``tol``, interval excluding the prediction),
+        "diverged" (non-finite values), "zero" or "width-independent"; ``one_sided``: never
+        "shrinks"."""
         if not math.isfinite(self.value):
             return "diverged" if self.value != self.value else "zero"
         d = self.deviation
         if d > tol and not self.low <= self.expected:
             return "grows"
-        if d < -tol and not self.high >= self.expected:
+        if d < -tol and not self.high >= self.expected and not one_sided:
             return "shrinks"
         return "width-independent"
 
@@ -145,7 +148,7 @@ def layer_verdicts(rows: Sequence[CoordRow], table: Mapping[str, RoleRow], param
         slopes = {m: fit_slope(widths, [getattr(r, m) for r in rs], exp[m]) for m in MEASURES}
         verdict, measure, text = "width-independent", "", ""
         for m in MEASURES:
-            v = slopes[m].verdict(tol)
+            v = slopes[m].verdict(tol, one_sided=readout and m == "change")
             if v in ("grows", "shrinks", "diverged"):
                 verdict, measure = v, m
                 text = hint(layer, readout, slopes[m], m, v, table, param)
@@ -188,6 +191,25 @@ def readout_roles(verdicts: Sequence[LayerVerdict], table: Mapping[str, RoleRow]
                     f"readout {v.layer}: {r.name} {r.shape} got role '{r.role}', not "
                     f"'output', so no 1/N multiplier; store it as [out, in] or pass "
                     f"roles={{'{r.name}': 'output'}}"))
+    return out
+
+
+def explain(verdicts: Sequence[LayerVerdict], findings: Sequence[Finding]
+            ) -> list[LayerVerdict]:
+    """Hints that name the cause: a layer with a structural finding gets its message; later
+    off layers say which earlier layer they may follow from."""
+    message = {}
+    for f in findings:
+        for layer in f.layers:
+            message.setdefault(layer, f.message)
+    first = first_cause(verdicts)
+    out = []
+    for v in verdicts:
+        if v.layer in message:
+            v = replace(v, hint=message[v.layer])
+        elif not v.ok and first is not None and v.layer != first.layer:
+            v = replace(v, hint=f"{v.hint} (may follow from {first.layer})")
+        out.append(v)
     return out
 
 

@@ -32,10 +32,8 @@ class Dynamics:
 
     @property
     def ok(self) -> bool:
-        """Falls with width, no member diverged; True (no evidence) when it could not run."""
-        if self.error:
-            return True
-        return bool(np.isfinite(self.loss.values).all()) and not self.slope.low > 0
+        """No member diverged (True, no evidence, when it could not run)."""
+        return bool(self.error) or bool(np.isfinite(self.loss.values).all())
 
     def summary(self) -> str:
         if self.error:

@@ -18,7 +18,7 @@ class CheckResult:
     """A width-consistency check of one model under one parameterization and optimizer.
 
     ``ok`` holds when no structural finding was made, every layer is width-independent and
-    (if run) the distance to the widest network falls with width.
+    (if run) no member of the dynamics run diverged; the dynamics' distance trend is reported.
     """
 
     model: str

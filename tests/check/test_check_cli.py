@@ -38,6 +38,8 @@ def test_cli_planted_mistake_exits_1_naming_the_layer(capsys):
      "at least 3"),
     (["check_models:sequential_mlp", "--base-width", "64", "--input-shape", "3"],
      "does not run"),
+    (["check_models:sequential_mlp", "--base-width", "64", "--task", "text"],
+     "does not run on the text data"),
 ])
 def test_cli_usage_errors_exit_2(args, words, capsys):
     assert main(["check", *args]) == 2

@@ -64,6 +64,27 @@ def test_activations_match_the_layers_recomputed_by_hand():
     assert readout_label(acts, out) == "2"
 
 
+def test_a_module_called_twice_is_recorded_per_call():
+    torch.manual_seed(0)
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.lin(torch.tanh(self.lin(x)))
+
+    net = Twice()
+    x = torch.randn(6, 4)
+    acts, _ = activations(net, net, x)
+    first = net.lin(x)
+    assert list(acts) == ["lin", "lin#2"]
+    assert acts["lin"].rms == pytest.approx(first.pow(2).mean().sqrt().item(), rel=1e-6)
+    second = net.lin(torch.tanh(first))
+    assert acts["lin#2"].rms == pytest.approx(second.pow(2).mean().sqrt().item(), rel=1e-6)
+
+
 class SDPA(nn.Module):
     def __init__(self, d: int = 8):
         super().__init__()

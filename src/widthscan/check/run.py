@@ -79,7 +79,12 @@ def check(
     seeds = [int(s) for s in seeds]
     table = roles_table(factory, ws[-1], base_width, param, optimizer, roles)
     data = match(factory, base_width, task, input_shape)
-    rows = coord_check(factory, ws, base_width, seeds, data, param, optimizer, lr, steps, roles)
+    try:
+        rows = coord_check(factory, ws, base_width, seeds, data, param, optimizer, lr, steps,
+                           roles)
+    except RuntimeError as err:
+        raise UsageError(f"the model does not run on the {data.name} data: "
+                         f"{str(err).splitlines()[0][:200]} (pass task or input_shape)") from err
     verdicts = layer_verdicts(rows, table, param, tol)
     findings = structure(factory, base_width, table, [v.layer for v in verdicts if v.readout])
     tied_layers = {layer for f in findings if f.kind == "tied" for layer in f.layers}

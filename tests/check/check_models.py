@@ -89,7 +89,7 @@ class TinyLM(nn.Module):
                  norm_as_matrix: bool = False, vocab: int = 256, seq_len: int = 32):
         super().__init__()
         self.embed = nn.Embedding(vocab, width)
-        self.pos = nn.Parameter(torch.zeros(seq_len, width))
+        self.pos = nn.Embedding(seq_len, width)
         self.norm1 = nn.LayerNorm(width)
         self.attn = Attention(width, sqrt_scale=sqrt_scale)
         self.norm2 = nn.LayerNorm(width)
@@ -100,8 +100,11 @@ class TinyLM(nn.Module):
         if tied:
             self.readout.weight = self.embed.weight
 
+    def positions(self, s: int) -> torch.Tensor:
+        return self.pos.weight[:s]
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        h = self.embed(tokens) + self.pos[: tokens.shape[1]]
+        h = self.embed(tokens) + self.positions(tokens.shape[1])
         h = h + self.attn(self.norm1(h))
         h = h + self.ffn_out(F.gelu(self.ffn_in(self.norm2(h))))
         return self.readout(self.norm(h))
@@ -139,6 +142,23 @@ def lm_tied(width: int) -> nn.Module:
 def lm_norm_as_matrix(width: int) -> nn.Module:
     """Mistake: the final LayerNorm's gain and bias stored as (1, width) matrices."""
     return TinyLM(width, norm_as_matrix=True)
+
+
+class BarePositions(TinyLM):
+    """A (seq_len, width) position table as a bare nn.Parameter: the table reads its width dim
+    as fan-in and gives it the readout's role and 1/N multiplier."""
+
+    def __init__(self, width: int, seq_len: int = 32):
+        super().__init__(width, seq_len=seq_len)
+        self.pos = nn.Parameter(torch.randn(seq_len, width))
+
+    def positions(self, s: int) -> torch.Tensor:
+        return self.pos[:s]
+
+
+def lm_bare_positions(width: int) -> nn.Module:
+    """Mistake: position table as a bare (seq_len, width) parameter."""
+    return BarePositions(width)
 
 
 def mlp_fixed_hidden(width: int) -> nn.Module:

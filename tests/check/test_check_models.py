@@ -28,6 +28,7 @@ PLANTED = [
 ]
 
 
+
 @pytest.mark.parametrize("factory,layer,kind,words", PLANTED,
                          ids=[p[0].__name__ for p in PLANTED])
 def test_planted_mistake_is_flagged_naming_its_layer(factory, layer, kind, words):
@@ -40,6 +41,16 @@ def test_planted_mistake_is_flagged_naming_its_layer(factory, layer, kind, words
     if kind is not None:
         assert kind in {f.kind for f in result.findings}
         assert any(layer in f.layers for f in result.findings if f.kind == kind)
+
+
+def test_bare_position_table_is_flagged_from_the_parameters():
+    """Visible in the parameters only: the table's share of the embedding sum has no module
+    output of its own. Declared a vector, the same model passes."""
+    result = run(cm.lm_bare_positions)
+    assert not result.ok
+    assert [f.kind for f in result.findings] == ["stray-output"]
+    assert result.cause().startswith("pos (32, 256) got role 'output'")
+    assert run(cm.lm_bare_positions, roles={"pos": "vector"}).ok
 
 
 @pytest.mark.parametrize("factory,widths", [

@@ -99,6 +99,28 @@ def structure(factory: Callable[[int], nn.Module], base_width: int,
     return findings
 
 
+def stray_outputs(factory: Callable[[int], nn.Module], base_width: int,
+                  table: Mapping[str, RoleRow], readout: Iterable[str],
+                  skip: Iterable[str] = ()) -> list[Finding]:
+    """Matrix parameters of role 'output' outside the readout and outside torch's matrix
+    layers (a bare ``nn.Parameter`` such as a (seq_len, N) position table: its width dim sits
+    where the table expects fan-in, so it gets the readout's 1/N multiplier)."""
+    net = build_meta(factory, base_width)
+    layers = {name or "(model)" for name, m in net.named_modules()
+              if isinstance(m, _MATRIX_LAYERS)}
+    skip = set(readout) | set(skip) | layers
+    out = []
+    for r in table.values():
+        module = module_of(r.name)
+        if r.role == "output" and len(r.shape) >= 2 and module not in skip:
+            out.append(Finding(
+                "stray-output", (module,),
+                f"{r.name} {r.shape} got role 'output' (the readout's 1/N multiplier) but is "
+                f"not in the readout: if it is a table added to width-sized activations (e.g. "
+                f"positions) make it an nn.Embedding or pass roles={{'{r.name}': 'vector'}}"))
+    return out
+
+
 def roles_table(factory: Callable[[int], nn.Module], width: int, base_width: int, param: str,
                 optimizer: str, roles: Mapping[str, str] | None = None) -> dict[str, RoleRow]:
     """name -> RoleRow for every parameter of ``factory(width)`` (shared tensors once)."""

@@ -11,7 +11,7 @@ from widthscan.check.coords import coord_check
 from widthscan.check.data import UsageError, match
 from widthscan.check.dynamics import run_dynamics
 from widthscan.check.result import CheckResult
-from widthscan.check.roles import roles_table, structure
+from widthscan.check.roles import roles_table, stray_outputs, structure
 from widthscan.check.verdict import (
     TOL,
     explain,
@@ -86,10 +86,14 @@ def check(
         raise UsageError(f"the model does not run on the {data.name} data: "
                          f"{str(err).splitlines()[0][:200]} (pass task or input_shape)") from err
     verdicts = layer_verdicts(rows, table, param, tol)
-    findings = structure(factory, base_width, table, [v.layer for v in verdicts if v.readout])
+    readout = [v.layer for v in verdicts if v.readout]
+    findings = structure(factory, base_width, table, readout)
     tied_layers = {layer for f in findings if f.kind == "tied" for layer in f.layers}
     findings += readout_roles(verdicts, table, param, tied_layers)
     findings += ignores_width(verdicts)
+    if param != "sp":
+        seen = {layer for f in findings for layer in f.layers}
+        findings += stray_outputs(factory, base_width, table, readout, seen)
     findings = list({f.message: f for f in findings}.values())
     verdicts = explain(verdicts, findings)
     dyn = None

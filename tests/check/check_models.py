@@ -63,10 +63,11 @@ class Attention(nn.Module):
     """Self-attention with a hard-coded 1/sqrt(d_head) on the logits (no ``qk_scale``
     attribute, so ``ws.parametrize`` cannot set muP's 1/d_head)."""
 
-    def __init__(self, width: int, n_heads: int = 4, sqrt_scale: bool = True):
+    def __init__(self, width: int, n_heads: int = 4, sqrt_scale: bool = True,
+                 sdpa: bool = False):
         super().__init__()
         self.n_heads, self.d_head = n_heads, width // n_heads
-        self.sqrt_scale = sqrt_scale
+        self.sqrt_scale, self.sdpa = sqrt_scale, sdpa
         self.qkv = nn.Linear(width, 3 * width)
         self.out = nn.Linear(width, width)
 
@@ -74,8 +75,10 @@ class Attention(nn.Module):
         b, s, w = x.shape
         q, k, v = self.qkv(x).view(b, s, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)
         scale = 1 / math.sqrt(self.d_head) if self.sqrt_scale else 8 / self.d_head
-        logits = q @ k.transpose(-1, -2) * scale
-        h = torch.softmax(logits, -1) @ v
+        if self.sdpa:
+            h = F.scaled_dot_product_attention(q, k, v, scale=None if self.sqrt_scale else scale)
+        else:
+            h = torch.softmax(q @ k.transpose(-1, -2) * scale, -1) @ v
         return self.out(h.transpose(1, 2).reshape(b, s, w))
 
 
@@ -83,15 +86,16 @@ class TinyLM(nn.Module):
     """A one-block pre-LN language model on bytes; ``sqrt_scale`` plants the 1/sqrt(d_head)
     mistake (False: logits scaled by 8/d_head, muP's 1/d_head, equal to 1/sqrt(d) at d = 64);
     ``tied`` ties the readout to the embedding; ``norm_as_matrix`` stores the final norm's
-    gain and bias as (1, width) matrices."""
+    gain and bias as (1, width) matrices; ``sdpa`` uses F.scaled_dot_product_attention."""
 
     def __init__(self, width: int, sqrt_scale: bool = False, tied: bool = False,
-                 norm_as_matrix: bool = False, vocab: int = 256, seq_len: int = 32):
+                 norm_as_matrix: bool = False, vocab: int = 256, seq_len: int = 32,
+                 sdpa: bool = False):
         super().__init__()
         self.embed = nn.Embedding(vocab, width)
         self.pos = nn.Embedding(seq_len, width)
         self.norm1 = nn.LayerNorm(width)
-        self.attn = Attention(width, sqrt_scale=sqrt_scale)
+        self.attn = Attention(width, sqrt_scale=sqrt_scale, sdpa=sdpa)
         self.norm2 = nn.LayerNorm(width)
         self.ffn_in = nn.Linear(width, 2 * width)
         self.ffn_out = nn.Linear(2 * width, width)
@@ -132,6 +136,16 @@ def tiny_lm(width: int) -> nn.Module:
 def lm_sqrt_attention(width: int) -> nn.Module:
     """Mistake: attention logits scaled by 1/sqrt(d_head) under muP."""
     return TinyLM(width, sqrt_scale=True)
+
+
+def lm_sdpa_default_scale(width: int) -> nn.Module:
+    """Mistake: F.scaled_dot_product_attention with its default 1/sqrt(d_head) scale."""
+    return TinyLM(width, sqrt_scale=True, sdpa=True)
+
+
+def lm_sdpa_mup_scale(width: int) -> nn.Module:
+    """Correct: F.scaled_dot_product_attention with scale=8/d_head (muP's 1/d_head)."""
+    return TinyLM(width, sdpa=True)
 
 
 def lm_tied(width: int) -> nn.Module:

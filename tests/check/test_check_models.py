@@ -22,6 +22,7 @@ PLANTED = [
     # factory, layer, finding kind (structure) or None, words the hint must contain
     (cm.mlp_readout_transposed, "4", "readout-role", "1/N"),
     (cm.lm_sqrt_attention, "attn:logits", None, "qk_scale 1/d_head"),
+    (cm.lm_sdpa_default_scale, "attn:logits", None, "qk_scale 1/d_head"),
     (cm.mlp_fixed_hidden, "2", "ignores-width", "ignores the width"),
     (cm.lm_norm_as_matrix, "norm", "vector-as-matrix", "treated as a matrix"),
     (cm.lm_tied, "readout", "tied", "tying"),
@@ -57,10 +58,13 @@ def test_bare_position_table_is_flagged_from_the_parameters():
     (cm.sequential_mlp, WIDTHS),
     (cm.conv_net, (32, 64, 128)),
     (cm.tiny_lm, WIDTHS),
+    (cm.lm_sdpa_mup_scale, WIDTHS),
     (functools.partial(ws.models.mlp, depth=4), WIDTHS),
     (functools.partial(ws.models.transformer, n_layers=1, seq_len=16), WIDTHS),
     (functools.partial(ws.models.resnet18, in_channels=1), (8, 16, 32)),
-], ids=["sequential_mlp", "conv_net", "tiny_lm", "ws_mlp", "ws_transformer", "ws_resnet18"])
+], ids=["sequential_mlp", "conv_net", "tiny_lm", "lm_sdpa_mup_scale", "ws_mlp",
+        "ws_transformer", "ws_resnet18"])
+@pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")  # vmap of SDPA
 def test_correct_models_pass(factory, widths):
     result = run(factory, widths, dynamics_steps=4)
     assert result.ok, result.text()

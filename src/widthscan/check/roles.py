@@ -8,7 +8,7 @@ tying) and vectors stored as matrices (a (1, N) LayerNorm gain gets a matrix rol
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch import nn
 
@@ -118,6 +118,20 @@ def stray_outputs(factory: Callable[[int], nn.Module], base_width: int,
                 f"{r.name} {r.shape} got role 'output' (the readout's 1/N multiplier) but is "
                 f"not in the readout: if it is a table added to width-sized activations (e.g. "
                 f"positions) make it an nn.Embedding or pass roles={{'{r.name}': 'vector'}}"))
+    return out
+
+
+def annotate(table: Mapping[str, RoleRow], findings: Iterable[Finding]) -> dict[str, RoleRow]:
+    """The table with each finding's kind added to the note of the parameters it concerns."""
+    kinds: dict[str, list[str]] = {}
+    for f in findings:
+        for layer in f.layers:
+            kinds.setdefault(layer, []).append(f.kind)
+    out = {}
+    for name, row in table.items():
+        extra = ", ".join(dict.fromkeys(kinds.get(module_of(name), [])))
+        note = "; ".join(n for n in (row.note, extra and f"check: {extra}") if n)
+        out[name] = replace(row, note=note)
     return out
 
 

@@ -11,7 +11,7 @@ from widthscan.check.coords import coord_check
 from widthscan.check.data import UsageError, match
 from widthscan.check.dynamics import run_dynamics
 from widthscan.check.result import CheckResult
-from widthscan.check.roles import roles_table, stray_outputs, structure
+from widthscan.check.roles import annotate, roles_table, stray_outputs, structure
 from widthscan.check.verdict import (
     TOL,
     explain,
@@ -95,6 +95,7 @@ def check(
         seen = {layer for f in findings for layer in f.layers}
         findings += stray_outputs(factory, base_width, table, readout, seen)
     findings = list({f.message: f for f in findings}.values())
+    table = annotate(table, findings)
     verdicts = explain(verdicts, findings)
     dyn = None
     if dynamics_steps:

@@ -25,6 +25,8 @@ from widthscan.probes.hooks import Layer, capture
 from widthscan.train.losses import member_losses
 
 LOGITS = ":logits"
+_CHANNELS_FIRST = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d,
+                   nn.BatchNorm3d)
 _SOFTMAX = {torch.softmax, F.softmax, torch.Tensor.softmax}
 
 
@@ -135,7 +137,7 @@ def activations(net: nn.Module, call: Callable[[torch.Tensor], object], x: torch
     forward of ``net`` (e.g. a ``ScaledModule`` around it)."""
     names = layer_modules(net)
     modules = {name or "(model)": mod for name, mod in net.named_modules()}
-    layers = [Layer(n, "" if n == "(model)" else n) for n in names if n != "(model)"]
+    layers = [Layer(n, n) for n in names if n != "(model)"]
     store: dict[str, torch.Tensor] = _Copies()
     stack: list[str] = []
     with torch.no_grad(), capture(net, layers, store, repeats=True), \
@@ -150,7 +152,7 @@ def activations(net: nn.Module, call: Callable[[torch.Tensor], object], x: torch
         if t is None or not t.is_floating_point():
             continue
         mod = modules.get(label.split(LOGITS)[0].split("#")[0])
-        conv = isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.GroupNorm, nn.BatchNorm2d))
+        conv = isinstance(mod, _CHANNELS_FIRST)
         result[label] = Activation(_rms(t), _features(t, conv), t)
     return result, out_t
 

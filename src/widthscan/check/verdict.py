@@ -45,15 +45,15 @@ class Slope:
         return self.value - self.expected
 
     def verdict(self, tol: float, one_sided: bool = False) -> str:
-        """"grows" / "shrinks" (off by more than ``tol``, interval excluding the prediction),
-        "diverged" (non-finite values), "zero" or "width-independent"; ``one_sided``: never
-        "shrinks"."""
+        """One of: "grows" / "shrinks" (off by more than ``tol``, interval excluding the
+        prediction), "diverged" (non-finite values), "zero" (all values 0) or
+        "width-independent"; ``one_sided``: never "shrinks"."""
         if not math.isfinite(self.value):
             return "diverged" if self.value != self.value else "zero"
         d = self.deviation
-        if d > tol and not self.low <= self.expected:
+        if d > tol and self.low > self.expected:
             return "grows"
-        if d < -tol and not self.high >= self.expected and not one_sided:
+        if d < -tol and self.high < self.expected and not one_sided:
             return "shrinks"
         return "width-independent"
 

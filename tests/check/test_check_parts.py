@@ -62,6 +62,8 @@ def test_activations_match_the_layers_recomputed_by_hand():
     assert acts["2"].rms == pytest.approx(z2.pow(2).mean().sqrt().item(), rel=1e-6)
     assert acts["0"].features == 7 and acts["2"].features == 3
     assert readout_label(acts, out) == "2"
+    assert readout_label(acts, torch.log_softmax(out, -1)) == "2"  # same shape, after it
+    assert readout_label(acts, out.sum(-1, keepdim=True)) is None
 
 
 def test_a_module_called_twice_is_recorded_per_call():

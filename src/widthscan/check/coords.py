@@ -158,12 +158,14 @@ def activations(net: nn.Module, call: Callable[[torch.Tensor], object], x: torch
 
 
 def readout_label(acts: Mapping[str, Activation], out: torch.Tensor) -> str | None:
-    """The layer whose values are the model's output (else the last module layer)."""
-    for label, a in acts.items():
-        if LOGITS not in label and a.values.shape == out.shape and torch.equal(a.values, out):
+    """The layer whose values are the model's output, else the last layer of the output's
+    shape (e.g. before a parameter-free log_softmax), else None."""
+    shaped = [label for label, a in acts.items()
+              if LOGITS not in label and a.values.shape == out.shape]
+    for label in shaped:
+        if torch.equal(acts[label].values, out):
             return label
-    modules = [label for label in acts if LOGITS not in label]
-    return modules[-1] if modules else None
+    return shaped[-1] if shaped else None
 
 
 def _optimizer(name: str, groups: list[dict], lr: float) -> torch.optim.Optimizer:

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from widthscan.check.result import CheckResult
 from widthscan.check.verdict import Slope
-from widthscan.report.html import FigureOut, SectionOut, Table, render_page
+from widthscan.report.html import FigureOut, SectionOut, Table, render_notes, render_page
 
 COLS = 4
 DPI = 100
@@ -96,8 +96,8 @@ def dynamics_figure(result: CheckResult) -> FigureOut | None:
 def render(result: CheckResult) -> str:
     """The page as an HTML string."""
     verdict = "width-consistent" if result.ok else f"NOT width-consistent: {result.cause()}"
-    summary = SectionOut("verdict", "Verdict", paragraphs=[verdict],
-                         notes=[f.message for f in result.findings])
+    summary = SectionOut("verdict", "Verdict", paragraphs=[verdict], extra_html=[
+        render_notes([f.message for f in result.findings], "Structural findings")])
     roles = SectionOut("roles", f"Roles at width {result.widths[-1]}", tables=[Table(
         ["parameter", "shape", "role", "init std", "multiplier", "lr scale", "note"],
         [[r.name, "x".join(map(str, r.shape)), r.role,

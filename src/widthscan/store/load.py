@@ -10,10 +10,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from widthscan.store.layout import SWEEP_CONFIG
 from widthscan.store.probes import ProbeSeries
 from widthscan.store.run import FINISHED_STATES
-from widthscan.store.tables import LoadWarning, RunData, metric_columns, read_runs
+from widthscan.store.tables import (
+    LoadWarning,
+    RunData,
+    damage_notes,
+    metric_columns,
+    read_config_text,
+    read_runs,
+)
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -53,13 +59,8 @@ def _union(lists: list[list[Any]]) -> list[Any]:
 
 
 def _plan_var(probe: str, var: str, entries: list[tuple[RunData, ProbeSeries]]) -> _VarPlan:
+    entries = _same_dims(probe, var, entries)
     dims = entries[0][1].dims
-    for r, s in entries[1:]:
-        if s.dims != dims:
-            raise ValueError(
-                f"probe variable {var!r} has dims {s.dims} in {r.label} but {dims} in "
-                f"{entries[0][0].label}"
-            )
     specs = []
     for j, d in enumerate(dims):
         labelled = [s.coords[d].tolist() for _, s in entries if d in s.coords]
@@ -68,6 +69,26 @@ def _plan_var(probe: str, var: str, entries: list[tuple[RunData, ProbeSeries]]) 
         else:
             specs.append(_DimSpec(size=max(s.values.shape[2 + j] for _, s in entries)))
     return _VarPlan(var, probe, var, list(dims), entries, specs)
+
+
+def _same_dims(
+    probe: str, var: str, entries: list[tuple[RunData, ProbeSeries]]
+) -> list[tuple[RunData, ProbeSeries]]:
+    """The entries whose dims agree with most runs'; the others (e.g. a run whose dims.json
+    was damaged) are left out with a LoadWarning."""
+    counts: dict[tuple[str, ...], int] = {}
+    for _, s in entries:
+        counts[s.dims] = counts.get(s.dims, 0) + 1
+    dims = max(counts, key=lambda d: (counts[d], not any("_dim_" in x for x in d)))
+    for r, s in entries:
+        if s.dims != dims:
+            warnings.warn(
+                f"{r.label}: {probe}/{var} has dims {s.dims} but other runs have {dims}; "
+                "left out",
+                LoadWarning,
+                stacklevel=5,
+            )
+    return [(r, s) for r, s in entries if s.dims == dims]
 
 
 def _reconcile_dims(plans: list[_VarPlan], taken: set[str]) -> dict[str, _DimSpec]:
@@ -155,7 +176,9 @@ def load(sweep_dir: str | os.PathLike[str], *, mask_diverged: bool = True) -> xr
     ``<probe>_step`` per probe. Scalars are (param, width, seed, step); probe variables
     (param, width, seed, <probe>_step, *their dims). Missing values are NaN; diverged
     members are NaN from their diverged step on. Warns (IncompleteSweepWarning) and lists
-    the runs in ``attrs["incomplete"]`` when some runs are not finished.
+    the runs in ``attrs["incomplete"]`` when some runs are not finished; what was repaired
+    or dropped while reading (damaged status.json, scalar lines lost or failing their
+    checksum) is listed in ``attrs["damaged"]``.
     """
     import xarray as xr
 
@@ -238,7 +261,6 @@ def load(sweep_dir: str | os.PathLike[str], *, mask_diverged: bool = True) -> xr
             IncompleteSweepWarning,
             stacklevel=2,
         )
-    config_path = root / SWEEP_CONFIG
     attrs = {
         "incomplete": incomplete,
         "diverged": [
@@ -246,7 +268,9 @@ def load(sweep_dir: str | os.PathLike[str], *, mask_diverged: bool = True) -> xr
             for r in runs
             for seed, step in sorted(r.diverged.items())
         ],
-        "config": config_path.read_text(encoding="utf-8") if config_path.exists() else "",
+        "config": read_config_text(root),
+        "damaged": [f"{r.label}: {note}" for r in runs
+                    for note in damage_notes(r.status, r.scalars)],
         "widthscan_version": __version__,
     }
     return xr.Dataset(data_vars=data_vars, coords=coords, attrs=attrs)

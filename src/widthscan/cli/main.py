@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import sys
+import warnings
 from pathlib import Path
 
 EXECUTOR_CHOICES = ("local", "dask", "submitit")
@@ -159,8 +160,14 @@ def _report(out: str) -> int:
     return 0
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings on the command line: one line each, without the source line."""
+    return f"widthscan: {category.__name__}: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.formatwarning = _one_line_warning
     from widthscan.config import ConfigError
     from widthscan.store import SweepLockedError
 

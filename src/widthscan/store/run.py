@@ -142,7 +142,7 @@ class RunStore:
             status = {"state": "pending", "step": 0, "steps": None, "seeds": None,
                       "diverged": {}}
         state, step = status["state"], status["step"]
-        status["repaired"] = f"status.json rebuilt from the checkpoint (unreadable: {reason})"
+        status["repaired"] = "status.json was unreadable; rebuilt from the checkpoint"
         then = " (rerun to resume)" if state == "pending" else ""
         warnings.warn(f"{self.path / STATUS_FILE} is unreadable ({reason}); rebuilt from the "
                       f"checkpoint: {state} at step {step}{then}", StoreWarning, stacklevel=3)

@@ -96,7 +96,7 @@ def test_damaged_dims_are_taken_from_a_sibling_run_then_rewritten(tmp_path, garb
     dims.write_bytes(garbage)
     with pytest.warns(StoreWarning, match="dims.json"):
         ds = load(root, mask_diverged=False)
-    assert ds["logits"].dims[-1] == "example"
+    assert ds["logits"].dims[-1] == "logits_example"
     for width in WIDTHS:
         for step in range(STEPS):
             got = ds["logits"].sel(param="mup", width=width, logits_step=step).values

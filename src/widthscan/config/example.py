@@ -44,6 +44,7 @@ check_memory = true                  # refuse when the memory estimate exceeds t
 [probes.kernels]
 n_log = 6
 n_linear = 2
+# [probes.attention]                 # transformers: attention maps of one probe sequence
 [probes.sharpness]
 n_log = 4
 n_linear = 2
@@ -55,4 +56,7 @@ workers = 2
 
 [tracker]
 kind = "none"                        # none, tensorboard, wandb (offline)
+
+[store]
+keep_checkpoints = "none"            # after a run finishes: none, last (to train further), all
 """

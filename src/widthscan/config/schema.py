@@ -169,6 +169,14 @@ class TrackerConfig(Strict):
     project: str = "widthscan"
 
 
+class StoreConfig(Strict):
+    """What a run keeps on disk once it has finished (docs/data-model.md): its checkpoint
+    "none" (default; a finished run is never resumed), "last" (to train it further), or
+    "all" (also a copy of every checkpoint under checkpoints/)."""
+
+    keep_checkpoints: Literal["none", "last", "all"] = "none"
+
+
 class SweepConfig(Strict):
     """One sweep: a grid of parameterizations x widths, each run training ``seeds`` at once."""
 
@@ -186,6 +194,7 @@ class SweepConfig(Strict):
     probes: dict[str, ProbeConfig] = Field(default_factory=dict)
     executor: ExecutorConfig = ExecutorConfig()
     tracker: TrackerConfig = TrackerConfig()
+    store: StoreConfig = StoreConfig()
 
     @field_validator("widths")
     @classmethod

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 TENSORS_FILE = "checkpoint.safetensors"
 PREVIOUS_FILE = "checkpoint.prev.safetensors"
 META_FILE = "checkpoint.json"
+ARCHIVE_DIR = "checkpoints"
 
 
 class StoreWarning(UserWarning):
@@ -186,3 +187,26 @@ def _previous(run_dir: Path, reason: str, device: str | torch.device
 def _step(meta: dict[str, Any]) -> Any:
     ens = meta.get("ensemble")
     return (ens if isinstance(ens, dict) else meta).get("step", "?")
+
+
+def remove_checkpoint(run_dir: Path) -> None:
+    """Delete the checkpoint's tensors (and the previous checkpoint's) of a finished run;
+    checkpoint.json stays (a few hundred bytes), so a damaged status.json can still be
+    rebuilt as finished from it."""
+    for name in (TENSORS_FILE, PREVIOUS_FILE):
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def archive_checkpoint(run_dir: Path, step: int) -> Path:
+    """Hard-link (or copy) the current checkpoint tensors to
+    ``checkpoints/<step:09d>.safetensors`` (they embed their metadata)."""
+    import shutil
+
+    target = run_dir / ARCHIVE_DIR / f"{int(step):09d}.safetensors"
+    target.parent.mkdir(exist_ok=True)
+    target.unlink(missing_ok=True)
+    try:
+        os.link(run_dir / TENSORS_FILE, target)
+    except OSError:
+        shutil.copyfile(run_dir / TENSORS_FILE, target)
+    return target

@@ -2,7 +2,10 @@
 
 A shard holds every variable of one probe at one step, each of shape (K, *sizes)
 with K the member axis. ``dims.json`` maps each variable to its dims after the
-member axis and its coordinates (JSON lists, so strings are fine).
+member axis, its coordinates (JSON lists, so strings are fine), and its ``shape``
+(sizes after the member axis), ``members`` (K) and ``dtype``, so that a reader can
+lay out a variable without opening a shard (stores written before these keys
+existed are read by peeking at one shard's array header).
 """
 
 from __future__ import annotations
@@ -94,7 +97,12 @@ def var_spec(var: str, m: Measurement) -> tuple[dict[str, Any], np.ndarray]:
                 f"probe variable {var!r}: {len(labels)} labels for dim {dim!r} of size {size}"
             )
         coords[dim] = labels
-    return {"dims": list(dims), "coords": coords}, values
+    spec = {"dims": list(dims), "coords": coords, "shape": list(values.shape[1:]),
+            "members": int(values.shape[0]), "dtype": values.dtype.str}
+    return spec, values
+
+
+LAYOUT_KEYS = ("dims", "coords")
 
 
 def _valid_spec(spec: Any) -> bool:
@@ -150,7 +158,9 @@ def _warn(message: str) -> None:
 def update_dims(probe_dir: Path, known: dict[str, dict[str, Any]], new: Mapping[str, Any]) -> bool:
     """Merge ``new`` specs into ``known`` (in place); raise if a variable's spec changed.
 
-    Returns True when ``known`` grew and must be written.
+    Only dims and coords must agree; shape, members and dtype are those first recorded
+    (keys missing from an older dims.json are added). Returns True when ``known`` grew
+    and must be written.
     """
     changed = False
     for var, spec in new.items():
@@ -158,10 +168,14 @@ def update_dims(probe_dir: Path, known: dict[str, dict[str, Any]], new: Mapping[
         if old is None:
             known[var] = spec
             changed = True
-        elif old != spec:
+            continue
+        if any(old.get(k) != spec.get(k) for k in LAYOUT_KEYS):
             raise ValueError(
                 f"probe variable {var!r} in {probe_dir} changed dims/coords from {old} to {spec}"
             )
+        if any(k not in old for k in spec):
+            known[var] = {**spec, **old}
+            changed = True
     return changed
 
 
@@ -241,3 +255,30 @@ def read_probe_dir(probe_dir: Path) -> dict[str, ProbeSeries]:
             coords = {}
         out[var] = ProbeSeries(dims, coords, steps, values)
     return out
+
+
+def read_var(path: Path, var: str) -> np.ndarray | None:
+    """One variable (K, *sizes) of one shard, reading only that array; None (logged) if the
+    shard cannot be read or lacks ``var``."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if var not in z.files:
+                return None
+            return z[var]
+    except Exception as e:
+        log.warning("ignoring unreadable probe shard %s: %s", path, e)
+        return None
+
+
+def peek_var(path: Path, var: str) -> tuple[tuple[int, ...], np.dtype] | None:
+    """``(shape, dtype)`` of ``var`` in a shard from its .npy header (no data read)."""
+    try:
+        with zipfile.ZipFile(path) as zf, zf.open(f"{var}.npy") as f:
+            version = np.lib.format.read_magic(f)
+            reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                      else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = reader(f)
+            return tuple(shape), np.dtype(dtype)
+    except Exception as e:
+        log.warning("ignoring unreadable probe shard %s: %s", path, e)
+        return None

@@ -398,6 +398,16 @@ class RunStore:
             pq.write_table(table, f)
         return True
 
+    def drop_checkpoint(self, keep: str = "none") -> None:
+        """After the run finished: delete its checkpoint unless ``keep`` is "last" or
+        "all" (the ``store.keep_checkpoints`` setting)."""
+        if keep == "none":
+            _ckpt.remove_checkpoint(self.path)
+
+    def archive_checkpoint(self, step: int) -> None:
+        """Keep a copy of the current checkpoint as checkpoints/<step:09d>.safetensors."""
+        _ckpt.archive_checkpoint(self.path, step)
+
     def clean_temp(self) -> int:
         """Remove temp files left by crashed atomic writes; call only while holding the lock."""
         return remove_temp_files(self.path)

@@ -33,7 +33,7 @@ from widthscan.sweep.run import execute
 
 log = logging.getLogger(__name__)
 
-IGNORED_IN_DIFF = ("executor", "tracker")
+IGNORED_IN_DIFF = ("executor", "tracker", "store")
 
 
 class ConfigChangedError(ConfigError):

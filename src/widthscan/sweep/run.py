@@ -23,6 +23,7 @@ from widthscan.sweep.plan import (
 from widthscan.sweep.trackers import make_tracker
 from widthscan.train import Ensemble, make_schedule
 from widthscan.train.loop import LoopHooks, train_loop
+from widthscan.train.losses import IGNORE_INDEX
 
 FLUSH_EVERY = 25
 FINISHED = ("done", "diverged")
@@ -104,7 +105,9 @@ def execute(spec: RunSpec, threads: int | None = None) -> dict:
         state = _train(spec, store, task, ens, suite, tracker)
         tracker.close()
         store.finalize()
-        return _status(store, spec, ens, state)
+        status = _status(store, spec, ens, state)
+        store.drop_checkpoint(cfg.store.keep_checkpoints)
+        return status
     except OSError as err:
         if err.errno not in DISK_FULL:
             return _failed(store, spec, ens)
@@ -165,6 +168,8 @@ def _train(spec: RunSpec, store: RunStore, task, ens: Ensemble, suite, tracker) 
         meta["scalar_rows"] = store.scalar_rows
         meta["damage"] = store.damage
         store.save_checkpoint(tensors, meta)
+        if cfg.store.keep_checkpoints == "all":
+            store.archive_checkpoint(done)
         _status(store, spec, ens, "running")
 
     hooks.on_checkpoint = on_checkpoint
@@ -174,8 +179,8 @@ def _train(spec: RunSpec, store: RunStore, task, ens: Ensemble, suite, tracker) 
         px, py = px.to(device), py.to(device)
         if px.is_floating_point():
             px = px.to(dtype)
-        if task.spec.seq_len is None:
-            store.write_probe("targets", 0, {"targets": probe_targets(py, ens.k)})
+        store.write_probe("targets", 0, {"targets": probe_targets(
+            py, ens.k, sequence=task.spec.seq_len is not None)})
         sharp = suite.options.get("sharpness", {}).get("batch_size") or train.batch_size
         bx, by = task.batch(0, sharp, device=device, dtype=dtype)
 
@@ -189,10 +194,17 @@ def _train(spec: RunSpec, store: RunStore, task, ens: Ensemble, suite, tracker) 
     return train_loop(ens, batch, train.steps, hooks)
 
 
-def probe_targets(y: torch.Tensor, k: int) -> Measurement:
+def probe_targets(y: torch.Tensor, k: int, sequence: bool = False) -> Measurement:
     """The probe set's targets as a probe variable (the same for all k members): class
-    labels (P,) with dims ("example",), regression targets (P, C) ("example", "output")."""
+    labels (P,) with dims ("example",), regression targets (P, C) ("example", "output");
+    for a ``sequence`` task (y of shape (P, S)) the target token at every predicted
+    position (y != -100), dims ("position",), numbered p * S + s as the logits probe's."""
     t = y.detach().cpu().numpy()
+    if sequence:
+        flat = t.reshape(-1)
+        where = np.flatnonzero(flat != IGNORE_INDEX)
+        return Measurement(("position",), np.broadcast_to(flat[where], (k, where.size)),
+                           {"position": where})
     dims = ("example",) if t.ndim == 1 else ("example", "output")
     return Measurement(dims, np.broadcast_to(t, (k, *t.shape)), {"example": np.arange(len(t))})
 

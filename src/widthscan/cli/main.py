@@ -55,7 +55,55 @@ def build_parser() -> argparse.ArgumentParser:
                             "device, memory; lists what it would import")
     config.add_argument("--allow-import", action="append", default=[], metavar="MODULE",
                         help=ALLOW_IMPORT_HELP)
+    _add_check(sub)
     return parser
+
+
+def _add_check(sub) -> None:
+    check = sub.add_parser(
+        "check", help="is my own model width-consistent? roles, coordinate check, dynamics "
+        "(exit 0: consistent, 1: not, 2: usage error)")
+    check.add_argument("factory", help="pkg.mod:factory (a width -> nn.Module callable; naming "
+                       "it here imports that module) or a built-in family (mlp, resnet18, "
+                       "transformer)")
+    check.add_argument("--base-width", type=int, required=True, help="width where all "
+                       "parameterizations equal SP")
+    check.add_argument("--widths", type=int, nargs="+", help="widths to check "
+                       "(default 64 128 256 512 1024)")
+    check.add_argument("--param", default="mup", help="mup | sp | ntp | mf (default mup)")
+    check.add_argument("--optimizer", default="sgd", help="sgd | adam | adamw (default sgd)")
+    check.add_argument("--lr", type=float, help="learning rate (default 0.1 SGD, 1e-3 Adam)")
+    check.add_argument("--seeds", type=int, default=3, help="init seeds per width (default 3)")
+    check.add_argument("--steps", type=int, default=3, help="coordinate-check steps (default 3)")
+    check.add_argument("--dynamics-steps", type=int, default=10,
+                       help="steps of the dynamics run, 0 skips it (default 10)")
+    data = check.add_mutually_exclusive_group()
+    data.add_argument("--task", help="built-in task to train on (default: one that matches "
+                      "the model's input)")
+    data.add_argument("--input-shape", type=int, nargs="+", metavar="N",
+                      help="train on Gaussian inputs of this shape (one example, no batch)")
+    check.add_argument("--tol", type=float, help="tolerated |slope - prediction| (default 0.35)")
+    check.add_argument("-o", "--out", help="write OUT/check.html")
+
+
+def _check(args) -> int:
+    from widthscan.check import TOL, WIDTHS, UsageError, check
+    from widthscan.check.page import write
+    from widthscan.models import family
+
+    try:
+        factory = family(args.factory)
+        result = check(factory, args.base_width, args.widths or WIDTHS, args.param,
+                       args.optimizer, args.lr, range(args.seeds), args.steps,
+                       args.dynamics_steps, args.task, args.input_shape,
+                       tol=TOL if args.tol is None else args.tol, name=args.factory)
+    except (UsageError, ValueError) as err:
+        print(f"widthscan check: {err}", file=sys.stderr)
+        return 2
+    print(result.text())
+    if args.out:
+        print(f"page: {write(result, args.out)}")
+    return 0 if result.ok else 1
 
 
 def _run(config_text: str | None, config_path: str | None, out: str, args) -> int:
@@ -188,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "report":
             return _report(args.dir, args.out)
+        if args.command == "check":
+            return _check(args)
         if args.command == "config":
             from widthscan.config import EXAMPLE, load_config
 

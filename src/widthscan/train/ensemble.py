@@ -11,19 +11,26 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from widthscan.models import transformer_stacked
+from widthscan.models.chain import chain_of, forward_stacked
 from widthscan.parametrization import Parametrized, param_groups, parametrize, scale_params
 from widthscan.train import mlp_backprop
 from widthscan.train.losses import member_losses
+from widthscan.train.members_loop import MemberLoop
 from widthscan.train.schedules import make_schedule
 
 PRECISIONS = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.float32}
-STACKING = ("auto", "vmap", "batched")
+STACKING = ("auto", "vmap", "batched", "loop")
+MEASURED = ("vmap", "loop")
+_CHOSEN: dict[tuple, str] = {}
+"""Strategy measured fastest per (network, shapes, device, precision, K, batch), this process."""
 
 
 def _fused(groups: list[dict]) -> dict:
@@ -50,6 +57,17 @@ class Ensemble:
     step on the shared batch and returns per-member losses (K,) measured before
     the update. A member whose loss turns NaN/inf is marked diverged at that
     step and frozen; the others go on unchanged.
+
+    ``stacking`` says how the members run; every strategy equals K separate runs up to
+    rounding: "batched" (the network's own batched forward over members: a linear chain,
+    i.e. widthscan's MLP or an nn.Sequential of Linear layers and one activation, with a
+    hand-written backward; widthscan's Transformer with batched matmuls and
+    scaled_dot_product_attention), "vmap" (torch.func.vmap of a functional call), "loop"
+    (the members as ordinary modules one after another, gradients written into the
+    stacked buffers). "auto": "batched" for a linear chain, else the fastest of the
+    others measured on the first batch (cached per network, shapes and device in this
+    process; ``timings`` holds the measurement). The strategy in use is saved in
+    ``state_dict`` and kept by ``load_state_dict``, so a resumed run stays bit-identical.
     """
 
     def __init__(
@@ -106,10 +124,19 @@ class Ensemble:
         }
         self.buffers = {n: b.detach() for n, b in first.net.named_buffers()}
         self.net = copy.deepcopy(first.net).to("meta")
+        self._chain = None if self.buffers else chain_of(self.net)
+        self._transformer = transformer_stacked.supports(self.net)
+        if stacking == "batched" and self._chain is None and not self._transformer:
+            raise ValueError("stacking='batched' needs widthscan's Transformer or a linear chain "
+                             "(widthscan's MLP or an nn.Sequential of Linear layers and one "
+                             "activation, no buffers); allowed for "
+                             f"{type(first.net).__name__}: 'auto', 'vmap', 'loop'")
         self.stacking = stacking
-        if stacking == "auto":
-            batched = hasattr(self.net, "forward_stacked") and not self.buffers
-            self.stacking = "batched" if batched else "vmap"
+        if stacking == "auto" and self._chain is not None:
+            self.stacking = "batched"
+        self._loop: MemberLoop | None = None
+        self._requested = stacking
+        self.timings: dict[str, float] = {}
         self.lr = lr
         groups = param_groups(self.table, self.params, lr, weight_decay,
                               None if optimizer == "sgd" else eps)
@@ -135,13 +162,18 @@ class Ensemble:
         """Outputs (K, batch, ...) of raw stacked ``params`` (name -> (K, ...)) on a shared x."""
         if x.is_floating_point() and x.dtype != self.dtype:
             x = x.to(self.dtype)
-        if self.stacking == "batched":
-            return self.net.forward_stacked(params, x, self.multipliers)
+        if self.stacking == "batched" and self._chain is not None and self._chain.accepts(x):
+            return forward_stacked(self._chain, params, x, self.multipliers)
         eff = scale_params(params, self.multipliers)
+        if self.stacking == "batched" and self._transformer:
+            return transformer_stacked.forward_stacked(self.net, eff, self.buffers, x)
 
         def one(p: dict[str, torch.Tensor], inp: torch.Tensor) -> torch.Tensor:
             return functional_call(self.net, {**self.buffers, **p}, (inp,))
 
+        if self.stacking == "loop":
+            return torch.stack([one({n: p[k] for n, p in eff.items()}, x)
+                                for k in range(self.k)])
         return vmap(one, in_dims=(0, None))(eff, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -156,10 +188,61 @@ class Ensemble:
         with self._autocast():
             return member_losses(self.apply(self.params, x), y, self.loss)
 
-    def _manual_backprop(self) -> bool:
-        """Whether ``step`` uses the hand-written MLP backward (``mlp_backprop``)."""
+    def _manual_backprop(self, x: torch.Tensor) -> bool:
+        """Whether ``step`` uses the hand-written backward of a linear chain (``mlp_backprop``)."""
         return (self.stacking == "batched" and self.precision != "bfloat16"
-                and mlp_backprop.supports(self.net))
+                and self._chain is not None and self._chain.accepts(x))
+
+    def _gradients(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Losses (K,) before the update; leaves the gradient of their sum in ``.grad``
+        (zero for diverged members), by the current strategy."""
+        if self._manual_backprop(x):
+            return self._manual_step(x, y)
+        if self.stacking == "loop":
+            if self._loop is None:
+                self._loop = MemberLoop(self.net, self.params, self.buffers, self.multipliers,
+                                        self._grad_buffers())
+            self._grad_buffers()
+            losses = self._loop.losses_and_grads(
+                x, y, self.loss, lambda k: self.diverged_at[k] is not None, self._autocast)
+            self._dead(losses)
+            return losses
+        for p in self.params.values():  # zero_grad(set_to_none=True), without its overhead
+            p.grad = None
+        losses = self.losses(x, y)
+        dead = self._dead(losses)
+        if dead is not None:
+            losses = losses.masked_fill(dead, 0.0)
+        losses.sum().backward()
+        return losses
+
+    def _choose(self, x: torch.Tensor, y: torch.Tensor) -> str:
+        """The fastest of ``MEASURED`` (and "batched" where the network has a batched
+        forward) for this network and batch: gradients only (no update), one warm-up and the
+        minimum of three timed calls each; cached per process."""
+        key = (type(self.net).__qualname__,
+               tuple((n, tuple(p.shape)) for n, p in self.params.items()),
+               tuple(self.buffers), str(self.device), self.precision, tuple(x.shape),
+               x.dtype, self.loss)
+        if key not in _CHOSEN:
+            times = {}
+            for strategy in (("batched",) if self._transformer else ()) + MEASURED:
+                self.stacking = strategy
+                runs = []
+                for _ in range(4):
+                    self._sync()
+                    t0 = time.perf_counter()
+                    self._gradients(x, y)
+                    self._sync()
+                    runs.append(time.perf_counter() - t0)
+                times[strategy] = min(runs[1:])
+            _CHOSEN[key] = min(times, key=times.get)
+            self.timings = times
+        return _CHOSEN[key]
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def _grad_buffers(self) -> dict[str, torch.Tensor]:
         """Persistent ``.grad`` tensors, one per stacked leaf, made on first use and reused
@@ -189,12 +272,12 @@ class Ensemble:
         """Gradients of ``step`` by ``mlp_backprop``; returns the losses (K,)."""
         if x.is_floating_point() and x.dtype != self.dtype:
             x = x.to(self.dtype)
-        out, saved = mlp_backprop.forward(self.net, self.params, self.multipliers, x)
+        out, saved = mlp_backprop.forward(self._chain, self.params, self.multipliers, x)
         losses, g_out = mlp_backprop.loss_and_grad(out, y, self.loss)
         dead = self._dead(losses)
         if dead is not None:
             g_out = torch.where(dead.view(-1, 1, 1), 0.0, g_out)
-        mlp_backprop.backward(self.net, self.params, self.multipliers, saved, g_out,
+        mlp_backprop.backward(self._chain, self.params, self.multipliers, saved, g_out,
                               self._grad_buffers())
         return losses
 
@@ -222,16 +305,9 @@ class Ensemble:
         factor = self.schedule(self.step_count)
         for g in self.optimizer.param_groups:
             g["lr"] = g["base_lr"] * factor
-        if self._manual_backprop():
-            losses = self._manual_step(x, y)
-        else:
-            for p in self.params.values():  # zero_grad(set_to_none=True), without its overhead
-                p.grad = None
-            losses = self.losses(x, y)
-            dead = self._dead(losses)
-            if dead is not None:
-                losses = losses.masked_fill(dead, 0.0)
-            losses.sum().backward()
+        if self.stacking == "auto":
+            self.stacking = self._choose(x, y)
+        losses = self._gradients(x, y)
         self.optimizer.step()
         if self._frozen:
             self._restore_frozen()
@@ -269,6 +345,7 @@ class Ensemble:
             "base_width": self.base_width,
             "param": self.param,
             "optimizer": self.optimizer_name,
+            "stacking": self.stacking,
         }
         return {"tensors": tensors, "meta": meta}
 
@@ -294,6 +371,8 @@ class Ensemble:
         groups = self.optimizer.state_dict()["param_groups"]
         self.optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
         self.step_count = int(meta["step"])
+        if self._requested == "auto" and meta.get("stacking", "auto") != "auto":
+            self.stacking = meta["stacking"]
         self.diverged_at = [None if d is None else int(d) for d in meta["diverged_at"]]
         self._frozen = {
             k: {n: p[k].clone() for n, p in self.params.items()}

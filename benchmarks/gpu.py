@@ -1,6 +1,7 @@
 """Ensembles on one device: per-seed loop, functorch recipe and ws.Ensemble side by side.
 
-For each family (mlp, sequential = a user's nn.Sequential MLP, resnet18, transformer) x
+For each family (mlp, sequential = a user's nn.Sequential MLP, resnet18, transformer;
+small_transformer = 2 layers, d_model 64, the issue's CPU case) x
 width x precision, times K seeds trained three ways on the same pre-made batches: a plain
 per-seed torch loop, the functorch "model ensembling" recipe (``stack_module_state`` +
 ``vmap(grad)`` + SGD by hand), and ``ws.Ensemble`` (stacking "auto"); prints seconds,
@@ -97,21 +98,24 @@ def family(name: str, smoke: bool) -> dict:
         return {"factory": factory, "base": 8 if smoke else 16,
                 "widths": [8] if smoke else [32, 64, 128], "make": make, "loss": "ce",
                 "batch": batch, "task": ("synthetic_vision", {}, 10)}
-    if name == "transformer":
-        batch, seq = (4, 16) if smoke else (32, 128)
+    if name in ("transformer", "small_transformer"):
+        small = smoke or name == "small_transformer"
+        batch, seq, vocab = (16, 32, 64) if small else (32, 128, 256)
+        layers, heads = (2, 4) if small else (4, 8)
 
         def factory(w: int) -> torch.nn.Module:
-            return ws.models.transformer(w, vocab_size=256, seq_len=seq,
-                                         n_layers=2 if smoke else 4, n_heads=4 if smoke else 8)
+            return ws.models.transformer(w, vocab_size=vocab, seq_len=seq, n_layers=layers,
+                                         n_heads=heads)
 
         def make(g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-            x = torch.randint(0, 256, (batch, seq), generator=g)
+            x = torch.randint(0, vocab, (batch, seq), generator=g)
             return x, torch.roll(x, -1, 1)
 
-        return {"factory": factory, "base": 32 if smoke else 256,
-                "widths": [32] if smoke else [256, 512, 1024], "make": make, "loss": "ce",
-                "batch": batch, "task": None}
-    raise ValueError(f"family={name!r}; allowed: mlp, sequential, resnet18, transformer")
+        widths = [32] if smoke else [64] if small else [256, 512, 1024]
+        return {"factory": factory, "base": 32 if smoke else 64 if small else 256,
+                "widths": widths, "make": make, "loss": "ce", "batch": batch, "task": None}
+    raise ValueError(f"family={name!r}; allowed: mlp, sequential, resnet18, transformer, "
+                     "small_transformer")
 
 
 def loss_of(out: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor:

@@ -46,7 +46,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "sharpness": {"n_log": 5, "n_linear": 3, "k": 1, "tol": 1e-3, "max_iter": 100,
                   "hvp": "auto", "batch_size": None, "preconditioned": "auto"},
     "entk": {"n_log": 4, "n_linear": 3, "n_examples": 64, "trace": True, "chunk": None,
-             "method": "auto"},
+             "method": "auto", "memory_budget": None},
 }
 DEFAULT_PROBES = ("loss", "logits", "kernels", "preactivations", "sharpness", "entk")
 
@@ -106,7 +106,8 @@ class ProbeSuite:
     ``n_examples`` (use the first n probe examples), ``layers``, ``bins``,
     ``range_std``, ``pool``, ``k``, ``tol``, ``max_iter``, ``hvp``, ``batch_size``
     (first examples of the sharpness batch), ``trace``, ``chunk``, ``method``,
-    ``example`` (which probe sequence the attention probe reads), ``n_full``.
+    ``memory_budget`` (GiB, eNTK by Jacobians), ``example`` (which probe sequence the
+    attention probe reads), ``n_full``.
     """
 
     def __init__(self, probes: Mapping[str, Mapping[str, Any] | None] | Iterable[str] | None
@@ -173,7 +174,7 @@ class ProbeSuite:
                 out[name] = self._sharpness(m, batch_x, batch_y, o)
             elif name == "entk":
                 out[name] = measure_entk(m, _head(probe_x, o["n_examples"]), o["trace"],
-                                         o["chunk"], o["method"])
+                                         o["chunk"], o["method"], o["memory_budget"])
         return out
 
     def _preactivations(self, m, x: torch.Tensor, o: Mapping[str, Any]

@@ -103,3 +103,18 @@ def test_a_users_sequential_mlp_takes_the_batched_backend():
     assert not ens._manual_backprop(torch.randn(7, 1, 5))
     reference = ws.Ensemble(factory, 16, 8, "mup", "sgd", SEEDS, 0.1, stacking="vmap")
     torch.testing.assert_close(ens(x), reference(x), rtol=1e-5, atol=1e-6)
+
+
+def test_probes_through_the_transformer_backend_match_vmap():
+    """The batched transformer's public apply is twice differentiable (sharpness HVPs)."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 11, (4, 6), generator=g)
+    y = torch.roll(x, -1, 1)
+    values = []
+    for stacking in ("batched", "vmap"):
+        ens = ws.Ensemble(transformer, 8, 4, "mup", "sgd", SEEDS, 0.1, loss="ce",
+                          precision="float64", stacking=stacking)
+        ens.step(x, y)
+        values.append(ws.probes.sharpness(ens, x, y, k=1)["sharpness"].values)
+    torch.testing.assert_close(torch.as_tensor(values[0]), torch.as_tensor(values[1]),
+                               rtol=1e-6, atol=1e-9)

@@ -40,7 +40,7 @@ def _norm(h: torch.Tensor, p: Mapping[str, torch.Tensor], name: str, module: nn.
 
 
 def _attention(h: torch.Tensor, p: Mapping[str, torch.Tensor], name: str, attn: SelfAttention,
-               batch: int) -> torch.Tensor:
+               batch: int, fused: bool) -> torch.Tensor:
     k, n, width = h.shape
     seq, heads = n // batch, attn.n_heads
 
@@ -50,14 +50,26 @@ def _attention(h: torch.Tensor, p: Mapping[str, torch.Tensor], name: str, attn: 
     q = split(_linear(h, p, f"{name}.query"))
     key = split(_linear(h, p, f"{name}.key"))
     v = split(_linear(h, p, f"{name}.value"))
-    out = F.scaled_dot_product_attention(q, key, v, is_causal=attn.causal, scale=attn.qk_scale)
+    if fused:
+        out = F.scaled_dot_product_attention(q, key, v, is_causal=attn.causal,
+                                             scale=attn.qk_scale)
+    else:
+        logits = torch.matmul(q, key.transpose(-1, -2)) * attn.qk_scale
+        if attn.causal:
+            mask = torch.ones(seq, seq, dtype=torch.bool, device=q.device).triu(1)
+            logits = logits.masked_fill(mask, float("-inf"))
+        out = torch.matmul(torch.softmax(logits, dim=-1), v)
     return _linear(out.transpose(1, 2).reshape(k, n, width), p, f"{name}.out")
 
 
 def forward_stacked(net: Transformer, eff: Mapping[str, torch.Tensor],
-                    buffers: Mapping[str, torch.Tensor], tokens: torch.Tensor) -> torch.Tensor:
+                    buffers: Mapping[str, torch.Tensor], tokens: torch.Tensor,
+                    fused: bool = True) -> torch.Tensor:
     """Logits (K, batch, seq, n_out) of K members with effective parameters ``eff``
-    (name -> (K, ...)) on shared token ids (batch, seq)."""
+    (name -> (K, ...)) on shared token ids (batch, seq). ``fused``: attention by
+    ``scaled_dot_product_attention`` (fast, differentiable once: CPU and flash kernels
+    have no double backward); else written out, as ``SelfAttention`` does (any order of
+    derivatives, for Hessian-vector products)."""
     batch, seq = tokens.shape
     embed = eff["embed.weight"]
     k, width = embed.shape[0], embed.shape[2]
@@ -70,7 +82,7 @@ def forward_stacked(net: Transformer, eff: Mapping[str, torch.Tensor],
     for i, block in enumerate(net.blocks):
         name = f"blocks.{i}"
         h = h + _attention(_norm(h, eff, f"{name}.norm1", block.norm1), eff, f"{name}.attn",
-                           block.attn, batch)
+                           block.attn, batch, fused)
         inner = F.gelu(_linear(_norm(h, eff, f"{name}.norm2", block.norm2), eff,
                                f"{name}.ffn_in"))
         h = h + _linear(inner, eff, f"{name}.ffn_out")

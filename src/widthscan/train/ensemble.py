@@ -159,14 +159,20 @@ class Ensemble:
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def apply(self, params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """Outputs (K, batch, ...) of raw stacked ``params`` (name -> (K, ...)) on a shared x."""
+        """Outputs (K, batch, ...) of raw stacked ``params`` (name -> (K, ...)) on a shared x;
+        differentiable to any order (probes take Hessian-vector products through it)."""
+        return self._apply(params, x, fused=False)
+
+    def _apply(self, params: Mapping[str, torch.Tensor], x: torch.Tensor, fused: bool
+               ) -> torch.Tensor:
+        """``apply``; ``fused`` allows kernels differentiable once (training)."""
         if x.is_floating_point() and x.dtype != self.dtype:
             x = x.to(self.dtype)
         if self.stacking == "batched" and self._chain is not None and self._chain.accepts(x):
             return forward_stacked(self._chain, params, x, self.multipliers)
         eff = scale_params(params, self.multipliers)
         if self.stacking == "batched" and self._transformer:
-            return transformer_stacked.forward_stacked(self.net, eff, self.buffers, x)
+            return transformer_stacked.forward_stacked(self.net, eff, self.buffers, x, fused)
 
         def one(p: dict[str, torch.Tensor], inp: torch.Tensor) -> torch.Tensor:
             return functional_call(self.net, {**self.buffers, **p}, (inp,))
@@ -186,7 +192,7 @@ class Ensemble:
     def losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-member mean loss (K,) on (x, y), with gradients enabled if the caller wants them."""
         with self._autocast():
-            return member_losses(self.apply(self.params, x), y, self.loss)
+            return member_losses(self._apply(self.params, x, fused=True), y, self.loss)
 
     def _manual_backprop(self, x: torch.Tensor) -> bool:
         """Whether ``step`` uses the hand-written backward of a linear chain (``mlp_backprop``)."""

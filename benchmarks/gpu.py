@@ -194,7 +194,8 @@ def perf(args: argparse.Namespace, device: torch.device) -> None:
     peaks = {}
     for precision in args.precisions:
         dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
-        peaks[precision] = matmul_peak(device, dtype, 512 if args.smoke else 8192)
+        n = 512 if args.smoke else 8192 if device.type == "cuda" else 2048
+        peaks[precision] = matmul_peak(device, dtype, n)
         print(f"matmul peak {precision}: {peaks[precision] / 1e12:.2f} TFLOP/s", flush=True)
     print("\n| family | width | K | precision | per-seed loop (s) | functorch (s) | Ensemble (s) "
           "| vs loop | vs functorch | strategy | samples/s | % of matmul peak |")

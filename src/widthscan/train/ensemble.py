@@ -18,9 +18,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from widthscan.models import transformer_stacked
-from widthscan.models.chain import chain_of, forward_stacked
 from widthscan.parametrization import Parametrized, param_groups, parametrize, scale_params
+from widthscan.stack import backends
 from widthscan.train import mlp_backprop
 from widthscan.train.losses import member_losses
 from widthscan.train.members_loop import MemberLoop
@@ -124,15 +123,14 @@ class Ensemble:
         }
         self.buffers = {n: b.detach() for n, b in first.net.named_buffers()}
         self.net = copy.deepcopy(first.net).to("meta")
-        self._chain = None if self.buffers else chain_of(self.net)
-        self._transformer = transformer_stacked.supports(self.net)
-        if stacking == "batched" and self._chain is None and not self._transformer:
-            raise ValueError("stacking='batched' needs widthscan's Transformer or a linear chain "
-                             "(widthscan's MLP or an nn.Sequential of Linear layers and one "
-                             "activation, no buffers); allowed for "
-                             f"{type(first.net).__name__}: 'auto', 'vmap', 'loop'")
+        self.backend, self._plan = backends.find(self.net, self.buffers) or (None, None)
+        if stacking == "batched" and self.backend is None:
+            raise ValueError("stacking='batched' needs a batched backend (widthscan.stack: "
+                             "widthscan's Transformer, or a linear chain: widthscan's MLP or an "
+                             "nn.Sequential of Linear layers and one activation, no buffers); "
+                             f"allowed for {type(first.net).__name__}: 'auto', 'vmap', 'loop'")
         self.stacking = stacking
-        if stacking == "auto" and self._chain is not None:
+        if stacking == "auto" and self._provides("backward"):
             self.stacking = "batched"
         self._loop: MemberLoop | None = None
         self._requested = stacking
@@ -168,11 +166,10 @@ class Ensemble:
         """``apply``; ``fused`` allows kernels differentiable once (training)."""
         if x.is_floating_point() and x.dtype != self.dtype:
             x = x.to(self.dtype)
-        if self.stacking == "batched" and self._chain is not None and self._chain.accepts(x):
-            return forward_stacked(self._chain, params, x, self.multipliers)
+        if self.stacking == "batched" and self.backend.accepts(self._plan, x):
+            return self.backend.forward(self._plan, self.net, params, self.buffers,
+                                        self.multipliers, x, fused)
         eff = scale_params(params, self.multipliers)
-        if self.stacking == "batched" and self._transformer:
-            return transformer_stacked.forward_stacked(self.net, eff, self.buffers, x, fused)
 
         def one(p: dict[str, torch.Tensor], inp: torch.Tensor) -> torch.Tensor:
             return functional_call(self.net, {**self.buffers, **p}, (inp,))
@@ -194,10 +191,13 @@ class Ensemble:
         with self._autocast():
             return member_losses(self._apply(self.params, x, fused=True), y, self.loss)
 
+    def _provides(self, feature: str) -> bool:
+        return self.backend is not None and feature in self.backend.provides(self._plan, self.net)
+
     def _manual_backprop(self, x: torch.Tensor) -> bool:
         """Whether ``step`` uses the hand-written backward of a linear chain (``mlp_backprop``)."""
         return (self.stacking == "batched" and self.precision != "bfloat16"
-                and self._chain is not None and self._chain.accepts(x))
+                and self._provides("backward") and self.backend.accepts(self._plan, x))
 
     def _gradients(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Losses (K,) before the update; leaves the gradient of their sum in ``.grad``
@@ -232,7 +232,7 @@ class Ensemble:
                x.dtype, self.loss)
         if key not in _CHOSEN:
             times = {}
-            for strategy in (("batched",) if self._transformer else ()) + MEASURED:
+            for strategy in (("batched",) if self.backend is not None else ()) + MEASURED:
                 self.stacking = strategy
                 runs = []
                 for _ in range(4):
@@ -278,12 +278,12 @@ class Ensemble:
         """Gradients of ``step`` by ``mlp_backprop``; returns the losses (K,)."""
         if x.is_floating_point() and x.dtype != self.dtype:
             x = x.to(self.dtype)
-        out, saved = mlp_backprop.forward(self._chain, self.params, self.multipliers, x)
+        out, saved = mlp_backprop.forward(self._plan, self.params, self.multipliers, x)
         losses, g_out = mlp_backprop.loss_and_grad(out, y, self.loss)
         dead = self._dead(losses)
         if dead is not None:
             g_out = torch.where(dead.view(-1, 1, 1), 0.0, g_out)
-        mlp_backprop.backward(self._chain, self.params, self.multipliers, saved, g_out,
+        mlp_backprop.backward(self._plan, self.params, self.multipliers, saved, g_out,
                               self._grad_buffers())
         return losses
 

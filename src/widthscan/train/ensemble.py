@@ -28,8 +28,9 @@ from widthscan.train.schedules import make_schedule
 PRECISIONS = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.float32}
 STACKING = ("auto", "vmap", "batched", "loop")
 MEASURED = ("vmap", "loop")
-_CHOSEN: dict[tuple, str] = {}
-"""Strategy measured fastest per (network, shapes, device, precision, K, batch), this process."""
+_CHOSEN: dict[tuple, dict[str, float]] = {}
+"""Seconds per gradient of each strategy, per (network, shapes, device, precision, K, batch),
+measured in this process."""
 
 
 def _fused(groups: list[dict]) -> dict:
@@ -242,9 +243,9 @@ class Ensemble:
                     self._sync()
                     runs.append(time.perf_counter() - t0)
                 times[strategy] = min(runs[1:])
-            _CHOSEN[key] = min(times, key=times.get)
-            self.timings = times
-        return _CHOSEN[key]
+            _CHOSEN[key] = times
+        self.timings = dict(_CHOSEN[key])
+        return min(self.timings, key=self.timings.get)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":

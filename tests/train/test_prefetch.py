@@ -69,3 +69,18 @@ def test_training_with_prefetch_is_bit_identical_and_stops_its_worker(two_thread
     for name, p in runs[0].items():
         assert torch.equal(p, runs[1][name]), name
     assert not [t for t in threading.enumerate() if t.name == "widthscan-prefetch"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name, opts", [("synthetic_vision", {"source": "digits"}),
+                                        ("teacher", {"label_noise": 0.3})])
+def test_prefetched_cuda_batches_equal_direct_ones(two_threads, name, opts) -> None:
+    """Pinned, non-blocking copies made in the worker thread give the same device batches."""
+    task = ws_tasks.make(name, seed=4, **opts)
+    direct = [task.batch(t, 48, device="cuda") for t in range(6)]
+    with Prefetcher(lambda t: task.batch(t, 48, device="cuda"), 0, 6, depth=3) as ahead:
+        made = [ahead(t) for t in range(6)]
+    torch.cuda.synchronize()
+    for (x, y), (px, py) in zip(direct, made):
+        assert px.is_cuda and torch.equal(x, px) and torch.equal(y, py)

@@ -118,3 +118,18 @@ def test_probes_through_the_transformer_backend_match_vmap():
         values.append(ws.probes.sharpness(ens, x, y, k=1)["sharpness"].values)
     torch.testing.assert_close(torch.as_tensor(values[0]), torch.as_tensor(values[1]),
                                rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("stacking", ["batched", "vmap", "loop"])
+def test_transformer_strategies_on_cuda_equal_the_cpu(stacking):
+    g = torch.Generator().manual_seed(2)
+    x = torch.randint(0, 11, (4, 6), generator=g)
+    y = torch.roll(x, -1, 1)
+    runs = []
+    for device in ("cpu", "cuda"):
+        ens = ws.Ensemble(transformer, 8, 4, "mup", "adam", SEEDS, 1e-3, loss="ce",
+                          precision="float64", stacking=stacking, device=device)
+        runs.append(torch.stack([ens.step(x.to(device), y.to(device)).cpu() for _ in range(3)]))
+    torch.testing.assert_close(runs[1], runs[0], rtol=1e-9, atol=1e-12)

@@ -125,6 +125,8 @@ class Ensemble:
         self.buffers = {n: b.detach() for n, b in first.net.named_buffers()}
         self.net = copy.deepcopy(first.net).to("meta")
         self.backend, self._plan = backends.find(self.net, self.buffers) or (None, None)
+        self._features = (frozenset() if self.backend is None
+                          else self.backend.provides(self._plan, self.net))
         if stacking == "batched" and self.backend is None:
             raise ValueError("stacking='batched' needs a batched backend (widthscan.stack: "
                              "widthscan's Transformer, or a linear chain: widthscan's MLP or an "
@@ -193,7 +195,7 @@ class Ensemble:
             return member_losses(self._apply(self.params, x, fused=True), y, self.loss)
 
     def _provides(self, feature: str) -> bool:
-        return self.backend is not None and feature in self.backend.provides(self._plan, self.net)
+        return feature in self._features
 
     def _manual_backprop(self, x: torch.Tensor) -> bool:
         """Whether ``step`` uses the hand-written backward of a linear chain (``mlp_backprop``)."""

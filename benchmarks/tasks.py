@@ -8,6 +8,12 @@ batch, and the ratio batch_time / step_time (target: < 10%, text < 20%). Batch a
 alternate, and the ratio uses the minimum of each (robust on a shared, loaded machine); the
 ratio of medians is printed next to it.
 
+The last two columns time whole training loops over the same steps, three ways in turn
+(batches made beforehand, `task.batch` in the loop, and the loop fed by
+`widthscan.train.prefetch.Prefetcher`, which makes the next batches in a background thread),
+and report the data path's share of a step, (loop - loop on pre-made batches) / loop, made
+inline and prefetched (min over `--loop-repeats` rounds; negative values are noise).
+
 The MLP is `nn.Sequential(Flatten, Linear(d, 256), ReLU, Linear(256, 256), ReLU,
 Linear(256, out))`. For `text` it is the same 3-layer MLP applied to every position after a
 byte embedding (`Embedding(257, 256)`), predicting 256 bytes per position. CIFAR-10 uses a
@@ -31,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import widthscan.tasks as ws_tasks
+from widthscan.train.prefetch import Prefetcher
 
 
 def fake_cifar(root: Path, n_per_batch: int = 2000) -> Path:
@@ -100,8 +107,56 @@ def interleaved_times(
     return batch_t, step_t
 
 
+def loop_shares(task: Any, bs: int, step: Any, steps: int | None, device: torch.device,
+                rounds: int, n: int = 20) -> tuple[float, float]:
+    """The data path's share of a training-loop step, made inline and prefetched: each of
+    three loops over the same n steps (pre-made batches, `task.batch` inline, a Prefetcher)
+    timed `rounds` times in turn; shares from the minima."""
+    at = [(i % steps if steps else i) for i in range(n)]
+    premade = [task.batch(t, bs, device=device) for t in at]
+    model = model_for(task).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+
+    def train(x: torch.Tensor, y: torch.Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss_fn(task, model(x), y).backward()
+        opt.step()
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def run_premade() -> None:
+        for x, y in premade:
+            train(x, y)
+
+    def run_inline() -> None:
+        for t in at:
+            train(*task.batch(t, bs, device=device))
+
+    def run_prefetched() -> None:
+        with Prefetcher(lambda i: task.batch(at[i], bs, device=device), 0, n) as ahead:
+            for i in range(n):
+                train(*ahead(i))
+
+    times: dict[str, list[float]] = {"premade": [], "inline": [], "prefetched": []}
+    runs = {"premade": run_premade, "inline": run_inline, "prefetched": run_prefetched}
+    run_premade()
+    for _ in range(rounds):
+        for key, fn in runs.items():
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times[key].append(time.perf_counter() - t0)
+    base = min(times["premade"])
+    inline, ahead = min(times["inline"]), min(times["prefetched"])
+    return (inline - base) / inline, (ahead - base) / ahead
+
+
 def bench(
-    name: str, opts: dict, bs: int, repeats: int, device: torch.device, clock: str = "wall"
+    name: str, opts: dict, bs: int, repeats: int, device: torch.device, clock: str = "wall",
+    loop_repeats: int = 5,
 ) -> dict:
     task = ws_tasks.make(name, seed=0, **opts)
     steps = task.steps_per_epoch(bs) if task.mode == "online" else None
@@ -119,7 +174,9 @@ def bench(
         clock,
     )
     batch_s, step_s = min(batch_t), min(step_t)
-    out = {"batch_ms": 1e3 * batch_s, "ex_per_s": bs / batch_s, "step_ms": 1e3 * step_s,
+    inline, ahead = loop_shares(task, bs, step, steps, device, loop_repeats)
+    out = {"loop_inline": inline, "loop_prefetched": ahead,
+           "batch_ms": 1e3 * batch_s, "ex_per_s": bs / batch_s, "step_ms": 1e3 * step_s,
            "ratio": batch_s / step_s, "median_ratio": statistics.median(batch_t) /
            statistics.median(step_t), "limit": 0.2 if name == "text" else 0.1}
     if name == "synthetic_vision":
@@ -147,6 +204,8 @@ def main() -> None:
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="wall time, or process CPU time (steadier on a busy machine)")
     parser.add_argument("--only", nargs="*", default=None, help="task names to run (default all)")
+    parser.add_argument("--loop-repeats", type=int, default=5,
+                        help="rounds of the three 20-step loops (data share inline/prefetched)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -171,12 +230,14 @@ def main() -> None:
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device},"
               f" batch {args.batch_size}, {args.clock} clock")
         print("min over repeats (median ratio in brackets)")
-        print(f"{'task':<58}{'batch ms':>9}{'ex/s':>11}{'step ms':>9}{'ratio':>8}{'(median)':>10}")
+        print(f"{'task':<58}{'batch ms':>9}{'ex/s':>11}{'step ms':>9}{'ratio':>8}{'(median)':>10}"
+              f"{'loop inline':>12}{'prefetched':>11}")
         for name, opts in cases:
             if args.only and name not in args.only:
                 continue
             try:
-                r = bench(name, opts, args.batch_size, args.repeats, device, args.clock)
+                r = bench(name, opts, args.batch_size, args.repeats, device, args.clock,
+                          args.loop_repeats)
             except ws_tasks.TaskDataError as err:
                 print(f"{name:<58} skipped: {err}")
                 continue
@@ -184,7 +245,8 @@ def main() -> None:
                             if opts else "")
             flag = "" if r["ratio"] < r["limit"] else "  (over target)"
             print(f"{label:<58}{r['batch_ms']:>9.3f}{r['ex_per_s']:>11.0f}{r['step_ms']:>9.3f}"
-                  f"{100 * r['ratio']:>7.1f}%{100 * r['median_ratio']:>9.1f}%{flag}")
+                  f"{100 * r['ratio']:>7.1f}%{100 * r['median_ratio']:>9.1f}%"
+                  f"{100 * r['loop_inline']:>11.1f}%{100 * r['loop_prefetched']:>10.1f}%{flag}")
             if "decode_ratio" in r:
                 print(f"{'  of which the decode GEMM alone':<58}{'':>29}"
                       f"{100 * r['decode_ratio']:>7.1f}%")

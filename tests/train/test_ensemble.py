@@ -24,6 +24,13 @@ def transformer(width):
     return ws.models.transformer(width, vocab_size=11, seq_len=6, n_layers=1, n_heads=2)
 
 
+def sequential(width):
+    """A user's own MLP: a linear chain that widthscan's batched backend recognizes."""
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(6, width), torch.nn.Tanh(),
+                               torch.nn.Linear(width, width), torch.nn.Tanh(),
+                               torch.nn.Linear(width, 3))
+
+
 FAMILIES = {
     "mlp": (mlp, 32, 16, "mse", lambda g: torch.randn(8, 6, generator=g, dtype=torch.float64),
             lambda g, x: torch.randn(8, 3, generator=g, dtype=torch.float64)),
@@ -32,7 +39,13 @@ FAMILIES = {
                  lambda g, x: torch.randint(0, 3, (4,), generator=g)),
     "transformer": (transformer, 8, 4, "ce", lambda g: torch.randint(0, 11, (4, 6), generator=g),
                     lambda g, x: torch.randint(0, 11, (4, 6), generator=g)),
+    "sequential": (sequential, 32, 16, "ce",
+                   lambda g: torch.randn(8, 6, generator=g, dtype=torch.float64),
+                   lambda g, x: torch.randint(0, 3, (8,), generator=g)),
 }
+STRATEGIES = {"mlp": ("batched", "vmap", "loop"), "sequential": ("batched", "vmap", "loop"),
+              "resnet18": ("vmap", "loop"), "transformer": ("batched", "vmap", "loop")}
+CASES = [(f, s) for f in FAMILIES for s in STRATEGIES[f]]
 
 
 def batches(family, n, seed=0):
@@ -52,13 +65,14 @@ def reference_loss(out, y, loss):
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-@pytest.mark.parametrize("family", list(FAMILIES))
-def test_stacked_members_equal_separate_runs(family, optimizer):
+@pytest.mark.parametrize(("family", "stacking"), CASES)
+def test_stacked_members_equal_separate_runs(family, stacking, optimizer):
     factory, width, base, loss, _, _ = FAMILIES[family]
     kw = {"momentum": 0.9, "nesterov": True} if optimizer == "sgd" else {}
     lr = 0.05 if optimizer == "sgd" else 1e-3
     ens = ws.Ensemble(factory, width, base, "mup", optimizer, SEEDS, lr, loss=loss,
-                      weight_decay=1e-3, precision="float64", **kw)
+                      weight_decay=1e-3, precision="float64", stacking=stacking, **kw)
+    assert any(m != 1.0 for m in ens.multipliers.values())
     singles, opts = [], []
     for s in SEEDS:
         p = ws.parametrize(factory, width, base, "mup", optimizer, seed=s, dtype=torch.float64)
@@ -124,9 +138,11 @@ def test_resume_is_bit_identical(optimizer):
         assert torch.equal(p, resumed.params[name]), name
 
 
-def test_divergent_member_is_frozen_and_others_unchanged():
+@pytest.mark.parametrize("stacking", ["batched", "vmap", "loop"])
+def test_divergent_member_is_frozen_and_others_unchanged(stacking):
     data = batches("mlp", 15)
-    ens = ws.Ensemble(mlp, 32, 16, "mup", "sgd", SEEDS, 0.2, momentum=0.9, precision="float64")
+    ens = ws.Ensemble(mlp, 32, 16, "mup", "sgd", SEEDS, 0.2, momentum=0.9, precision="float64",
+                      stacking=stacking)
     with torch.no_grad():
         for p in ens.params.values():
             if p.ndim > 1:

@@ -30,6 +30,7 @@ from torch import nn
 from torch.func import jacrev, vjp, vmap
 
 from widthscan.measurement import Measurement
+from widthscan.probes.budget import chunk_for
 from widthscan.probes.hooks import Unstructured, perturb
 from widthscan.probes.members import Members, members, public
 
@@ -139,20 +140,30 @@ def structured(m: Members, x: torch.Tensor, linears: list[str], trace: bool,
 
 
 def jacobian(m: Members, x: torch.Tensor, trace: bool, chunk: int | None,
-             weights: dict[str, float]) -> torch.Tensor:
+             weights: dict[str, float], memory_budget: float | None = None) -> torch.Tensor:
     """eNTK from raw-parameter Jacobians of chunks of examples (any module), each tensor's
     Gram term times its ``weights`` entry.
 
     Memory O(2 K chunk C n) for n parameters per member (one chunk's Jacobian and
-    another's); chunk=None takes all P examples at once (O(K P C n)). Time: (P / chunk)
-    * (P / chunk + 1) / 2 chunk Jacobians.
+    another's); chunk=None takes all P examples at once (O(K P C n)), or the largest chunk
+    whose two Jacobians fit ``memory_budget`` GiB. Time: (P / chunk) * (P / chunk + 1) / 2
+    chunk Jacobians.
     """
     p = x.shape[0]
-    step = p if not chunk else min(int(chunk), p)
 
     def f(raw: dict[str, torch.Tensor], inp: torch.Tensor) -> torch.Tensor:
         eff = {n: t * m.multipliers[n] if m.multipliers[n] != 1.0 else t for n, t in raw.items()}
         return _outputs(m.call(eff, inp), inp.shape[0])
+
+    if not chunk and memory_budget is not None:
+        with torch.no_grad():
+            c = f({n: t[0] for n, t in m.params.items()}, x[:1]).shape[1]
+        n_params, size = m.flat_size(), m.dtype.itemsize
+        chunk = chunk_for(memory_budget, 2 * m.k * c * n_params * size, p,
+                          "eNTK by Jacobians",
+                          f"2 Jacobians of K={m.k} members x 1 example x C={c} outputs x "
+                          f"n={n_params} parameters x {size} bytes")
+    step = p if not chunk else min(int(chunk), p)
 
     def jac(inp: torch.Tensor) -> dict[str, torch.Tensor]:
         j = m.map(jacrev(f), m.params, inp)
@@ -183,7 +194,8 @@ def jacobian(m: Members, x: torch.Tensor, trace: bool, chunk: int | None,
 
 
 def measure_entk(m: Members, x: torch.Tensor, trace: bool = True, chunk: int | None = None,
-                 method: str = "auto", weighting: str = "lr") -> dict[str, Measurement]:
+                 method: str = "auto", weighting: str = "lr",
+                 memory_budget: float | None = None) -> dict[str, Measurement]:
     """``entk`` (K, P, P) dims ("example", "example2") with ``trace``, else
     (K, P, P, C, C) dims ("example", "example2", "output", "output2"); kernel units
     (output units^2 per unit learning rate); ``entk_weighting`` (K,) dims (): which
@@ -204,7 +216,7 @@ def measure_entk(m: Members, x: torch.Tensor, trace: bool = True, chunk: int | N
                 raise ValueError("method='structured': a Linear runs more than once or on "
                                  "inputs that are not (examples, features)") from None
     if theta is None:
-        theta = jacobian(m, x, trace, chunk, weights)
+        theta = jacobian(m, x, trace, chunk, weights, memory_budget)
     p = theta.shape[1]
     dims = ("example", "example2") if trace else ("example", "example2", "output", "output2")
     coords = {"example": np.arange(p), "example2": np.arange(p)}
@@ -214,8 +226,8 @@ def measure_entk(m: Members, x: torch.Tensor, trace: bool = True, chunk: int | N
 
 
 def entk(model: Any, x: torch.Tensor, trace: bool = True, chunk: int | None = None,
-         average: bool = False, method: str = "auto", weighting: str = "lr"
-         ) -> dict[str, Measurement]:
+         average: bool = False, method: str = "auto", weighting: str = "lr",
+         memory_budget: float | None = None) -> dict[str, Measurement]:
     """Empirical NTK on probe examples x (P, ...), w.r.t. raw parameters, each tensor
     weighted by its learning-rate scale (``weighting="lr"``: the kernel SGD follows) or
     not (``"raw"``); see the module docstring.
@@ -227,10 +239,12 @@ def entk(model: Any, x: torch.Tensor, trace: bool = True, chunk: int | None = No
     Linear layers; memory independent of the parameter count), "jacobian" (chunked
     Jacobian contraction, any module; ``chunk`` examples at a time, memory
     O(2 K chunk C n) for n parameters), or "auto" (structured when it applies).
-    Also returns ``entk_weighting``: 1.0 (lr-weighted) or 0.0 (raw), (K,) or ().
+    ``memory_budget`` (GiB): with ``chunk=None``, the Jacobian method takes the largest
+    chunk that fits, and raises ``MemoryBudgetError`` (naming the sizes) when one example
+    does not. Also returns ``entk_weighting``: 1.0 (lr-weighted) or 0.0 (raw), (K,) or ().
     """
     m = members(model)
-    result = measure_entk(m, x, trace, chunk, method, weighting)
+    result = measure_entk(m, x, trace, chunk, method, weighting, memory_budget)
     if not average:
         return public(m, result)
     meas = result["entk"]

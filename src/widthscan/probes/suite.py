@@ -44,7 +44,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "sharpness": {"n_log": 5, "n_linear": 3, "k": 1, "tol": 1e-3, "max_iter": 100,
                   "hvp": "auto", "batch_size": None, "preconditioned": "auto"},
     "entk": {"n_log": 4, "n_linear": 3, "n_examples": 64, "trace": True, "chunk": None,
-             "method": "auto", "weighting": "auto"},
+             "method": "auto", "weighting": "auto", "memory_budget": None},
 }
 DEFAULT_PROBES = ("loss", "logits", "kernels", "preactivations", "sharpness", "entk")
 
@@ -116,7 +116,8 @@ class ProbeSuite:
     ``range_std``, ``pool``, ``k``, ``tol``, ``max_iter``, ``hvp``, ``batch_size``
     (first examples of the sharpness batch), ``trace``, ``chunk``, ``method``,
     ``example`` (which probe sequence the attention probe reads), ``n_full``,
-    ``weighting`` (eNTK: "auto" = "lr" under SGD, "raw" under Adam; see ``ntk``).
+    ``weighting`` (eNTK: "auto" = "lr" under SGD, "raw" under Adam; see ``ntk``),
+    ``memory_budget`` (GiB, eNTK by Jacobians).
     """
 
     def __init__(self, probes: Mapping[str, Mapping[str, Any] | None] | Iterable[str] | None
@@ -182,7 +183,7 @@ class ProbeSuite:
             elif name == "entk":
                 out[name] = measure_entk(m, _head(probe_x, o["n_examples"]), o["trace"],
                                          o["chunk"], o["method"],
-                                         weighting_for(m, o["weighting"]))
+                                         weighting_for(m, o["weighting"]), o["memory_budget"])
         return out
 
     def _preactivations(self, m, x: torch.Tensor, o: Mapping[str, Any]

@@ -39,6 +39,7 @@ from .errors import (
     check_int,
 )
 from .seeding import MAX_SEED, generator
+from .transfer import to_device
 
 Latent = Any
 """What a task stores per example before rendering it: a tensor or a tuple of tensors whose
@@ -284,7 +285,7 @@ class Task(abc.ABC):
         if not dtype.is_floating_point:
             raise TaskConfigError(f"dtype must be a floating-point torch dtype, got {dtype}")
         x = self._render(latent, device, dtype, augment)
-        y = y.to(device=device, dtype=dtype if self.spec.loss == "mse" else torch.int64)
+        y = to_device(y, device, dtype if self.spec.loss == "mse" else torch.int64)
         return x, y
 
     def _positions(self, step: int, batch_size: int) -> torch.Tensor:

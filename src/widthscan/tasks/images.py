@@ -21,6 +21,7 @@ from .errors import TaskConfigError, check_bool, check_int
 from .readers import ImageData, load_cifar10, load_idx_dataset
 from .registry import register
 from .seeding import generator
+from .transfer import to_device
 
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 
@@ -116,7 +117,7 @@ class ImageTask(Task):
         if isinstance(latent, TrainRows):
             draws = self._draws(augment, len(latent.rows))
             latent = crop_flip_padded(self._padded_train(), latent.rows, draws, self.padding)
-        x = latent.to(device=device)
+        x = to_device(latent, device)
         scale, shift = self._affine(device, dtype)
         x = x.to(dtype).mul_(scale).add_(shift)
         return x.reshape(len(x), -1) if self.flatten else x

@@ -14,6 +14,7 @@ from .base import Latent, Task
 from .errors import TaskConfigError, check_choice, check_int
 from .registry import register
 from .seeding import generator
+from .transfer import to_device
 
 F64 = torch.float64
 
@@ -75,7 +76,7 @@ class _FloatStream(Task):
     def _render(
         self, latent: Latent, device: torch.device, dtype: torch.dtype, augment: Any
     ) -> torch.Tensor:
-        return latent.to(device=device, dtype=dtype)
+        return to_device(latent, device, dtype)
 
 
 @register

@@ -24,11 +24,9 @@ Sources: "fashion_mnist" (idx files), "cifar10" (python pickle folder, `root` re
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -58,6 +56,8 @@ from .readers import (
 )
 from .registry import register
 from .seeding import generator
+from .threads import single_threaded
+from .transfer import to_device
 
 FIT_VERSION = 3
 F64 = torch.float64
@@ -122,28 +122,6 @@ def _chunks(n: int, size: int = 4096) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
-_PIN = threading.Lock()
-
-
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run torch on one thread, so that results do not depend on the thread count.
-
-    torch's thread count is process-wide: torch work in *other* Python threads meanwhile
-    also runs on one thread. The lock keeps concurrent callers from restoring each other's
-    setting."""
-    with _PIN:
-        before = torch.get_num_threads()
-        if before == 1:
-            yield
-            return
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
-
-
 def _float32_grid(t: torch.Tensor) -> np.ndarray:
     """float64 values rounded to float32 precision: absorbs last-bit differences between
     machines, so a fit made elsewhere gives the same samples."""
@@ -185,6 +163,12 @@ def fit_generator(
     Gram matrix are exact in float64 in any summation order; the rest runs on one thread and
     the fitted values are rounded to float32 precision, making the fit reproducible.
     """
+    return single_threaded(_fit, images, y, n_components, scale)
+
+
+def _fit(
+    images: np.ndarray, y: np.ndarray, n_components: int, scale: float
+) -> dict[str, np.ndarray]:
     n, shape = len(images), images.shape[1:]
     flat = images.reshape(n, -1)
     classes = np.unique(y)
@@ -205,35 +189,34 @@ def fit_generator(
         r = rows(sl)
         total += r.sum(0)
         square += r.square().sum(0)
-    with _one_thread():
-        mean = total / n
-        evals, comps = _principal_axes(rows, n, d, mean)
-        top = torch.argsort(evals, descending=True)[:k]
-        comps = comps[top]
-        evals = evals / scale**2
-        mean = mean / scale
-        comps = comps * torch.sign(comps[torch.arange(k), comps.abs().argmax(1)])[:, None]
-        comps = torch.from_numpy(_float32_grid(comps))
-        z = torch.cat([(rows(sl) / scale - mean) @ comps.T for sl in _chunks(n)])
-        yt = torch.from_numpy(y)
-        means, chols = [], []
-        pooled = torch.zeros(k, k, dtype=F64)
-        for c, count in zip(classes, counts):
-            zc = z[yt == int(c)]
-            cov_c = torch.cov(zc.T).reshape(k, k)
-            pooled += (int(count) - 1) * cov_c
-            cov_c = cov_c + (1e-6 * cov_c.diagonal().mean() + 1e-12) * torch.eye(k, dtype=F64)
-            means.append(zc.mean(0))
-            chols.append(torch.from_numpy(_float32_grid(torch.linalg.cholesky(cov_c))))
-        chol = torch.stack(chols)
-        class_mean = torch.from_numpy(_float32_grid(torch.stack(means)))
-        pooled = pooled / (n - len(classes))
-        pooled = pooled + (1e-6 * pooled.diagonal().mean() + 1e-12) * torch.eye(k, dtype=F64)
-        weight = torch.from_numpy(_float32_grid(torch.linalg.solve(pooled, class_mean.T)))
-        log_prior = torch.from_numpy(np.log(counts / counts.sum()))
-        bias = torch.from_numpy(
-            _float32_grid(log_prior - 0.5 * (class_mean * weight.T).sum(1))
-        )
+    mean = total / n
+    evals, comps = _principal_axes(rows, n, d, mean)
+    top = torch.argsort(evals, descending=True)[:k]
+    comps = comps[top]
+    evals = evals / scale**2
+    mean = mean / scale
+    comps = comps * torch.sign(comps[torch.arange(k), comps.abs().argmax(1)])[:, None]
+    comps = torch.from_numpy(_float32_grid(comps))
+    z = torch.cat([(rows(sl) / scale - mean) @ comps.T for sl in _chunks(n)])
+    yt = torch.from_numpy(y)
+    means, chols = [], []
+    pooled = torch.zeros(k, k, dtype=F64)
+    for c, count in zip(classes, counts):
+        zc = z[yt == int(c)]
+        cov_c = torch.cov(zc.T).reshape(k, k)
+        pooled += (int(count) - 1) * cov_c
+        cov_c = cov_c + (1e-6 * cov_c.diagonal().mean() + 1e-12) * torch.eye(k, dtype=F64)
+        means.append(zc.mean(0))
+        chols.append(torch.from_numpy(_float32_grid(torch.linalg.cholesky(cov_c))))
+    chol = torch.stack(chols)
+    class_mean = torch.from_numpy(_float32_grid(torch.stack(means)))
+    pooled = pooled / (n - len(classes))
+    pooled = pooled + (1e-6 * pooled.diagonal().mean() + 1e-12) * torch.eye(k, dtype=F64)
+    weight = torch.from_numpy(_float32_grid(torch.linalg.solve(pooled, class_mean.T)))
+    log_prior = torch.from_numpy(np.log(counts / counts.sum()))
+    bias = torch.from_numpy(
+        _float32_grid(log_prior - 0.5 * (class_mean * weight.T).sum(1))
+    )
     sq = (square / (n * scale**2)).reshape(shape[0], -1).mean(1)
     ch_mean = mean.reshape(shape[0], -1).mean(1)
     ch_std = ((sq - ch_mean**2) * n / (n - 1)).clamp_min(1e-24).sqrt()
@@ -341,8 +324,7 @@ class SyntheticVision(Task):
         rank = F.one_hot(cls, len(mean)).cumsum(0).gather(1, cls.unsqueeze(1)).squeeze(1) - 1
         padded = eps.new_zeros(len(mean), int(rank.max()) + 1, mean.shape[1])
         padded[cls, rank] = eps
-        with _one_thread():
-            z = torch.baddbmm(mean.unsqueeze(1), padded, chol_t)
+        z = single_threaded(torch.baddbmm, mean.unsqueeze(1), padded, chol_t)
         return z[cls, rank], cls
 
     def _draw(self, gen: torch.Generator, n: int) -> tuple[Latent, torch.Tensor]:
@@ -355,9 +337,9 @@ class SyntheticVision(Task):
         """One product in ``dtype``; on the CPU on one thread, since a multi-threaded GEMM's
         last bits depend on the thread count (bit-identical batches across processes)."""
         comps, offset = self.decoder(device, dtype)
-        z = latent.to(device=device, dtype=dtype)
-        with _one_thread() if device.type == "cpu" else contextlib.nullcontext():
-            x = torch.addmm(offset, z, comps)
+        z = to_device(latent, device, dtype)
+        x = (single_threaded(torch.addmm, offset, z, comps) if device.type == "cpu"
+             else torch.addmm(offset, z, comps))
         return x if self.flatten else x.reshape(len(x), *self.image_shape)
 
     def decoder(self, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:

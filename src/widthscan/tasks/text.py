@@ -26,6 +26,7 @@ from .corpus import Document, default_corpus, read_paths
 from .errors import TaskConfigError, check_choice, check_float, check_int
 from .registry import register
 from .seeding import generator
+from .transfer import to_device
 
 MASK_TOKEN = 256
 IGNORE_INDEX = -100
@@ -163,4 +164,4 @@ class Text(Task):
     def _render(
         self, latent: Latent, device: torch.device, dtype: torch.dtype, augment: Any
     ) -> torch.Tensor:
-        return latent.to(device=device, dtype=torch.int64)
+        return to_device(latent, device).to(torch.int64)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
@@ -18,12 +19,18 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from widthscan.parametrization import Parametrized, param_groups, parametrize, scale_params
+from widthscan.stack import backends
 from widthscan.train import mlp_backprop
 from widthscan.train.losses import member_losses
+from widthscan.train.members_loop import MemberLoop
 from widthscan.train.schedules import make_schedule
 
 PRECISIONS = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.float32}
-STACKING = ("auto", "vmap", "batched")
+STACKING = ("auto", "vmap", "batched", "loop")
+MEASURED = ("vmap", "loop")
+_CHOSEN: dict[tuple, dict[str, float]] = {}
+"""Seconds per gradient of each strategy, per (network, shapes, device, precision, K, batch),
+measured in this process."""
 
 
 def _fused(groups: list[dict]) -> dict:
@@ -50,6 +57,17 @@ class Ensemble:
     step on the shared batch and returns per-member losses (K,) measured before
     the update. A member whose loss turns NaN/inf is marked diverged at that
     step and frozen; the others go on unchanged.
+
+    ``stacking`` says how the members run; every strategy equals K separate runs up to
+    rounding: "batched" (the network's own batched forward over members: a linear chain,
+    i.e. widthscan's MLP or an nn.Sequential of Linear layers and one activation, with a
+    hand-written backward; widthscan's Transformer with batched matmuls and
+    scaled_dot_product_attention), "vmap" (torch.func.vmap of a functional call), "loop"
+    (the members as ordinary modules one after another, gradients written into the
+    stacked buffers). "auto": "batched" for a linear chain, else the fastest of the
+    others measured on the first batch (cached per network, shapes and device in this
+    process; ``timings`` holds the measurement). The strategy in use is saved in
+    ``state_dict`` and kept by ``load_state_dict``, so a resumed run stays bit-identical.
     """
 
     def __init__(
@@ -106,10 +124,20 @@ class Ensemble:
         }
         self.buffers = {n: b.detach() for n, b in first.net.named_buffers()}
         self.net = copy.deepcopy(first.net).to("meta")
+        self.backend, self._plan = backends.find(self.net, self.buffers) or (None, None)
+        self._features = (frozenset() if self.backend is None
+                          else self.backend.provides(self._plan, self.net))
+        if stacking == "batched" and self.backend is None:
+            raise ValueError("stacking='batched' needs a batched backend (widthscan.stack: "
+                             "widthscan's Transformer, or a linear chain: widthscan's MLP or an "
+                             "nn.Sequential of Linear layers and one activation, no buffers); "
+                             f"allowed for {type(first.net).__name__}: 'auto', 'vmap', 'loop'")
         self.stacking = stacking
-        if stacking == "auto":
-            batched = hasattr(self.net, "forward_stacked") and not self.buffers
-            self.stacking = "batched" if batched else "vmap"
+        if stacking == "auto" and self._provides("backward"):
+            self.stacking = "batched"
+        self._loop: MemberLoop | None = None
+        self._requested = stacking
+        self.timings: dict[str, float] = {}
         self.lr = lr
         groups = param_groups(self.table, self.params, lr, weight_decay,
                               None if optimizer == "sgd" else eps)
@@ -132,16 +160,26 @@ class Ensemble:
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def apply(self, params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """Outputs (K, batch, ...) of raw stacked ``params`` (name -> (K, ...)) on a shared x."""
+        """Outputs (K, batch, ...) of raw stacked ``params`` (name -> (K, ...)) on a shared x;
+        differentiable to any order (probes take Hessian-vector products through it)."""
+        return self._apply(params, x, fused=False)
+
+    def _apply(self, params: Mapping[str, torch.Tensor], x: torch.Tensor, fused: bool
+               ) -> torch.Tensor:
+        """``apply``; ``fused`` allows kernels differentiable once (training)."""
         if x.is_floating_point() and x.dtype != self.dtype:
             x = x.to(self.dtype)
-        if self.stacking == "batched":
-            return self.net.forward_stacked(params, x, self.multipliers)
+        if self.stacking == "batched" and self.backend.accepts(self._plan, x):
+            return self.backend.forward(self._plan, self.net, params, self.buffers,
+                                        self.multipliers, x, fused)
         eff = scale_params(params, self.multipliers)
 
         def one(p: dict[str, torch.Tensor], inp: torch.Tensor) -> torch.Tensor:
             return functional_call(self.net, {**self.buffers, **p}, (inp,))
 
+        if self.stacking == "loop":
+            return torch.stack([one({n: p[k] for n, p in eff.items()}, x)
+                                for k in range(self.k)])
         return vmap(one, in_dims=(0, None))(eff, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -154,12 +192,66 @@ class Ensemble:
     def losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-member mean loss (K,) on (x, y), with gradients enabled if the caller wants them."""
         with self._autocast():
-            return member_losses(self.apply(self.params, x), y, self.loss)
+            return member_losses(self._apply(self.params, x, fused=True), y, self.loss)
 
-    def _manual_backprop(self) -> bool:
-        """Whether ``step`` uses the hand-written MLP backward (``mlp_backprop``)."""
+    def _provides(self, feature: str) -> bool:
+        return feature in self._features
+
+    def _manual_backprop(self, x: torch.Tensor) -> bool:
+        """Whether ``step`` uses the hand-written backward of a linear chain (``mlp_backprop``)."""
         return (self.stacking == "batched" and self.precision != "bfloat16"
-                and mlp_backprop.supports(self.net))
+                and self._provides("backward") and self.backend.accepts(self._plan, x))
+
+    def _gradients(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Losses (K,) before the update; leaves the gradient of their sum in ``.grad``
+        (zero for diverged members), by the current strategy."""
+        if self._manual_backprop(x):
+            return self._manual_step(x, y)
+        if self.stacking == "loop":
+            if self._loop is None:
+                self._loop = MemberLoop(self.net, self.params, self.buffers, self.multipliers,
+                                        self._grad_buffers())
+            self._grad_buffers()
+            losses = self._loop.losses_and_grads(
+                x, y, self.loss, lambda k: self.diverged_at[k] is not None, self._autocast)
+            self._dead(losses)
+            return losses
+        for p in self.params.values():  # zero_grad(set_to_none=True), without its overhead
+            p.grad = None
+        losses = self.losses(x, y)
+        dead = self._dead(losses)
+        if dead is not None:
+            losses = losses.masked_fill(dead, 0.0)
+        losses.sum().backward()
+        return losses
+
+    def _choose(self, x: torch.Tensor, y: torch.Tensor) -> str:
+        """The fastest of ``MEASURED`` (and "batched" where the network has a batched
+        forward) for this network and batch: gradients only (no update), one warm-up and the
+        minimum of three timed calls each; cached per process."""
+        key = (type(self.net).__qualname__,
+               tuple((n, tuple(p.shape)) for n, p in self.params.items()),
+               tuple(self.buffers), str(self.device), self.precision, tuple(x.shape),
+               x.dtype, self.loss)
+        if key not in _CHOSEN:
+            times = {}
+            for strategy in (("batched",) if self.backend is not None else ()) + MEASURED:
+                self.stacking = strategy
+                runs = []
+                for _ in range(4):
+                    self._sync()
+                    t0 = time.perf_counter()
+                    self._gradients(x, y)
+                    self._sync()
+                    runs.append(time.perf_counter() - t0)
+                times[strategy] = min(runs[1:])
+            _CHOSEN[key] = times
+        self.timings = dict(_CHOSEN[key])
+        return min(self.timings, key=self.timings.get)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def _grad_buffers(self) -> dict[str, torch.Tensor]:
         """Persistent ``.grad`` tensors, one per stacked leaf, made on first use and reused
@@ -189,12 +281,12 @@ class Ensemble:
         """Gradients of ``step`` by ``mlp_backprop``; returns the losses (K,)."""
         if x.is_floating_point() and x.dtype != self.dtype:
             x = x.to(self.dtype)
-        out, saved = mlp_backprop.forward(self.net, self.params, self.multipliers, x)
+        out, saved = mlp_backprop.forward(self._plan, self.params, self.multipliers, x)
         losses, g_out = mlp_backprop.loss_and_grad(out, y, self.loss)
         dead = self._dead(losses)
         if dead is not None:
             g_out = torch.where(dead.view(-1, 1, 1), 0.0, g_out)
-        mlp_backprop.backward(self.net, self.params, self.multipliers, saved, g_out,
+        mlp_backprop.backward(self._plan, self.params, self.multipliers, saved, g_out,
                               self._grad_buffers())
         return losses
 
@@ -222,16 +314,9 @@ class Ensemble:
         factor = self.schedule(self.step_count)
         for g in self.optimizer.param_groups:
             g["lr"] = g["base_lr"] * factor
-        if self._manual_backprop():
-            losses = self._manual_step(x, y)
-        else:
-            for p in self.params.values():  # zero_grad(set_to_none=True), without its overhead
-                p.grad = None
-            losses = self.losses(x, y)
-            dead = self._dead(losses)
-            if dead is not None:
-                losses = losses.masked_fill(dead, 0.0)
-            losses.sum().backward()
+        if self.stacking == "auto":
+            self.stacking = self._choose(x, y)
+        losses = self._gradients(x, y)
         self.optimizer.step()
         if self._frozen:
             self._restore_frozen()
@@ -269,6 +354,7 @@ class Ensemble:
             "base_width": self.base_width,
             "param": self.param,
             "optimizer": self.optimizer_name,
+            "stacking": self.stacking,
         }
         return {"tensors": tensors, "meta": meta}
 
@@ -294,6 +380,8 @@ class Ensemble:
         groups = self.optimizer.state_dict()["param_groups"]
         self.optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
         self.step_count = int(meta["step"])
+        if self._requested == "auto" and meta.get("stacking", "auto") != "auto":
+            self.stacking = meta["stacking"]
         self.diverged_at = [None if d is None else int(d) for d in meta["diverged_at"]]
         self._frozen = {
             k: {n: p[k].clone() for n, p in self.params.items()}

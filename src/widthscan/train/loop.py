@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from widthscan.train.ensemble import Ensemble
+from widthscan.train.prefetch import Prefetcher
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -32,13 +33,27 @@ class LoopHooks:
 
 
 def train_loop(ens: Ensemble, batch: Callable[[int], Batch], steps: int,
-               hooks: LoopHooks | None = None) -> str:
+               hooks: LoopHooks | None = None, prefetch: int | None = None) -> str:
     """Train ``ens`` from its current ``step_count`` up to ``steps`` updates.
 
+    ``batch(t)`` must be a pure function of t: with ``prefetch`` > 0 a background thread
+    makes the batches of the next ``prefetch`` steps while a step runs (0: in this thread).
+    None: 2 on CUDA, where the step runs asynchronously; 0 on the CPU, where the thread's
+    Python work contends with the step's for the interpreter lock (a width-32 MLP step took
+    1.4-3x longer with it, `benchmarks/tasks.py` has the loop-level shares).
     Returns "done", or "diverged" when every member diverged (training stops there).
     Probe step t sees the parameters after t updates, so t ranges over 0..steps.
     """
     hooks = hooks or LoopHooks()
+    if prefetch is None:
+        prefetch = 2 if ens.device.type == "cuda" else 0
+    if prefetch and ens.step_count < steps:
+        with Prefetcher(batch, ens.step_count, steps, prefetch) as ahead:
+            return _loop(ens, ahead, steps, hooks)
+    return _loop(ens, batch, steps, hooks)
+
+
+def _loop(ens: Ensemble, batch: Callable[[int], Batch], steps: int, hooks: LoopHooks) -> str:
 
     def probe(t: int) -> None:
         if hooks.on_probe and hooks.probes_due and hooks.probes_due(t):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 LOSSES = ("mse", "ce")
 IGNORE_INDEX = -100
@@ -23,11 +22,13 @@ def member_losses(out: torch.Tensor, y: torch.Tensor, loss: str) -> torch.Tensor
             y = y.reshape(out.shape[1:])
         return (out - y).pow(2).flatten(1).mean(1)
     if loss == "ce":
-        c = out.shape[-1]
-        logits = out.reshape(k, -1, c).transpose(1, 2)
-        target = y.reshape(1, -1).expand(k, -1)
-        nll = F.cross_entropy(logits.float() if logits.dtype == torch.bfloat16 else logits,
-                              target, reduction="none", ignore_index=IGNORE_INDEX)
-        valid = (target != IGNORE_INDEX).to(nll.dtype)
-        return (nll * valid).sum(1) / valid.sum(1).clamp_min(1.0)
+        logits = out.reshape(k, -1, out.shape[-1])
+        if logits.dtype == torch.bfloat16:
+            logits = logits.float()
+        target = y.reshape(1, -1, 1)
+        valid = target != IGNORE_INDEX
+        logp = torch.log_softmax(logits, -1)
+        nll = -logp.gather(2, torch.where(valid, target, 0).expand(k, -1, 1))
+        nll = torch.where(valid, nll, 0.0).squeeze(2)
+        return nll.sum(1) / valid.reshape(1, -1).sum(1).clamp_min(1).to(nll.dtype)
     raise ValueError(f"loss={loss!r}; allowed: {LOSSES}")

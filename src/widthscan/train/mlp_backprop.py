@@ -1,4 +1,5 @@
-"""Hand-written backward pass of a stacked ``MLP`` (K members, feature-major activations).
+"""Hand-written backward pass of a stacked linear chain (widthscan's ``MLP`` or an
+``nn.Sequential`` of Linear layers and one activation; K members, feature-major activations).
 
 Autograd's per-node bookkeeping and fresh gradient tensors cost more than the matmuls at
 small widths, and at large widths every fresh (K, out, in) gradient is page-faulted in.
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from widthscan.models.mlp import MLP
+from widthscan.models.chain import Chain, chain_of, forward_stacked
 from widthscan.train.losses import IGNORE_INDEX, LOSSES
 
 _SAVES_PREACTIVATION = {"gelu", "silu"}
@@ -32,16 +33,22 @@ class Saved:
 
 
 def supports(net: torch.nn.Module) -> bool:
-    """True for our MLP (or a subclass that keeps its stacked forward)."""
-    return isinstance(net, MLP) and type(net).forward_stacked is MLP.forward_stacked
+    """True for a linear chain (``widthscan.models.chain.chain_of``): our MLP (or a subclass
+    that keeps its forwards) or a plain ``nn.Sequential`` of Linear layers."""
+    return chain_of(net) is not None
 
 
-def forward(net: MLP, params: Mapping[str, torch.Tensor], multipliers: Mapping[str, float],
-            x: torch.Tensor) -> tuple[torch.Tensor, Saved]:
+def _chain(net: torch.nn.Module | Chain) -> Chain:
+    return net if isinstance(net, Chain) else chain_of(net)
+
+
+def forward(net: torch.nn.Module | Chain, params: Mapping[str, torch.Tensor],
+            multipliers: Mapping[str, float], x: torch.Tensor) -> tuple[torch.Tensor, Saved]:
     """Outputs (K, d_out, batch), feature-major, of raw stacked ``params`` on a shared x
-    (batch, ...), and what ``backward`` needs (``MLP.forward_stacked`` with the multipliers
-    folded into its GEMMs)."""
-    keep_pre = net.activation in _SAVES_PREACTIVATION
+    (batch, ...), and what ``backward`` needs (the chain's stacked forward with the
+    multipliers folded into its GEMMs)."""
+    chain = _chain(net)
+    keep_pre = chain.activation in _SAVES_PREACTIVATION
     saved = Saved()
 
     def keep(h: torch.Tensor, z: torch.Tensor, a: torch.Tensor | None) -> None:
@@ -49,7 +56,7 @@ def forward(net: MLP, params: Mapping[str, torch.Tensor], multipliers: Mapping[s
         if a is not None:
             saved.acts.append(z if keep_pre else a)
 
-    out = net.forward_stacked(params, x, multipliers, keep)
+    out = forward_stacked(chain, params, x, multipliers, keep)
     return out.transpose(1, 2), saved
 
 
@@ -91,11 +98,13 @@ def _act_backward(activation: str, g: torch.Tensor, saved: torch.Tensor) -> torc
     return g
 
 
-def backward(net: MLP, params: Mapping[str, torch.Tensor], multipliers: Mapping[str, float],
-             saved: Saved, g_out: torch.Tensor, grads: Mapping[str, torch.Tensor]) -> None:
+def backward(net: torch.nn.Module | Chain, params: Mapping[str, torch.Tensor],
+             multipliers: Mapping[str, float], saved: Saved, g_out: torch.Tensor,
+             grads: Mapping[str, torch.Tensor]) -> None:
     """Write dL/dparam (raw parameters) into ``grads`` (name -> buffer of the parameter's
     shape) given g_out = dL/d(output), (K, d_out, batch)."""
-    names = [name for name, _ in net.layers()]
+    chain = _chain(net)
+    names = chain.layers
     g = g_out
     for i in range(len(names) - 1, -1, -1):
         name = names[i]
@@ -114,4 +123,4 @@ def backward(net: MLP, params: Mapping[str, torch.Tensor], multipliers: Mapping[
             torch.mm(gs.reshape(k * n_out, -1), h.t(), out=gw.view(k * n_out, n_in))
             return
         torch.bmm(gs, h.transpose(1, 2), out=gw)
-        g = _act_backward(net.activation, torch.bmm(w.transpose(1, 2), gs), saved.acts[i - 1])
+        g = _act_backward(chain.activation, torch.bmm(w.transpose(1, 2), gs), saved.acts[i - 1])

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import xarray as xr
 
-from widthscan.report import sections, verdict
+from widthscan.report import paper, sections, verdict
 from widthscan.report.context import Context, Skip, capture_notes, parse_config
 from widthscan.report.html import SectionOut, esc, render_page
 
@@ -31,6 +31,7 @@ class SectionSpec:
     requires: tuple[str, ...] = ()
     any_of: tuple[str, ...] = ()
     min_widths: int = 1
+    applies: Callable[[Context], bool] | None = None  # False: left out without a note
 
 
 def _config(ctx: Context) -> SectionOut:
@@ -45,6 +46,7 @@ def _config(ctx: Context) -> SectionOut:
 
 
 SECTIONS: tuple[SectionSpec, ...] = (
+    SectionSpec("paper", "Paper vs measured", paper.build, applies=paper.applies),
     SectionSpec("verdict", "Verdict", verdict.build),
     SectionSpec("loss", "Training loss", sections.train_loss, requires=("loss",)),
     SectionSpec("probe-loss", "Probe (held-out) loss", sections.probe_loss,
@@ -97,6 +99,8 @@ def build_sections(ctx: Context) -> tuple[list[SectionOut], dict[str, str]]:
     built: list[SectionOut] = []
     skipped: dict[str, str] = {}
     for spec in SECTIONS:
+        if spec.applies is not None and not spec.applies(ctx):
+            continue
         reason = _why_not(ctx, spec)
         if reason is None:
             ctx.notes = []

@@ -91,17 +91,20 @@ def resnet_vision(scale: str, probes: Config, params: tuple[str, ...] = ("mup",)
 
 def mlp_vision(scale: str, probes: Config, params: tuple[str, ...] = ("mup",),
                seeds: int | None = None, lr: float = 0.1, steps: int | None = None,
-               mode: Config | None = None) -> Config:
+               mode: Config | None = None, widths: tuple[int, ...] = (16, 32, 64, 128, 256),
+               cosine: bool = False) -> Config:
     """The CPU stand-in for vision ensembles: a 3-layer MLP on flattened
-    ``synthetic_vision`` images (ResNet-18 on CIFAR-5M at ``gpu``/``paper``)."""
+    ``synthetic_vision`` images, SGD momentum 0.9 (ResNet-18 on CIFAR-5M at
+    ``gpu``/``paper``)."""
     if scale in ("gpu", "paper"):
         return resnet_vision(scale, probes, params, seeds, mode=mode)
     task = {"name": "synthetic_vision", "probe_examples": 256,
             "options": {"flatten": True, **(mode or {})}}
-    return _sweep([16, 32, 64, 128, 256], 16, seeds or 8, task,
+    return _sweep(list(widths), min(widths), seeds or 8, task,
                   {"family": "mlp", "options": {"depth": 3}},
                   {"name": "sgd", "lr": lr, "momentum": 0.9},
-                  {"steps": steps or 600, "batch_size": 64}, probes, params)
+                  {"steps": steps or 600, "batch_size": 64}, probes, params,
+                  schedule={"kind": "cosine" if cosine else "constant"})
 
 
 def transformer_text(scale: str, probes: Config, params: tuple[str, ...] = ("mup",),

@@ -70,8 +70,10 @@ def write_configs(exp: Experiment, scale: str, out: Path) -> dict[str, Path]:
 
 def run_experiment(name: str, scale: str = "cpu", out: str | Path | None = None,
                    executor: str | None = None, workers: int | None = None,
-                   progress: bool | None = None, log=print) -> ExperimentRun:
-    """Write, run and judge experiment ``name`` at ``scale`` into ``out``."""
+                   progress: bool | None = None, log=print, reports: bool = True
+                   ) -> ExperimentRun:
+    """Write, run and judge experiment ``name`` at ``scale`` into ``out``; ``reports``:
+    also write each part's full report (the experiment page is always written)."""
     from widthscan.report.paper import write_experiment_page
     from widthscan.store import load
     from widthscan.sweep import Sweep
@@ -92,9 +94,11 @@ def run_experiment(name: str, scale: str = "cpu", out: str | Path | None = None,
             datasets[part] = load(out / part)
     seconds = time.perf_counter() - start
     results = exp.evaluate(datasets)
-    _write_reports(datasets, out)
+    if reports:
+        _write_reports(datasets, out)
     write_experiment_page(exp, scale, results, out / "report.html",
-                          parts={p: f"{p}/report.html" for p in paths}, seconds=seconds)
+                          parts={p: f"{p}/report.html" for p in paths} if reports else {},
+                          seconds=seconds)
     (out / "verdicts.json").write_text(json.dumps(
         {"experiment": name, "scale": scale, "seconds": round(seconds, 1),
          "claims": [r.row() for r in results]}, indent=2))
@@ -112,14 +116,14 @@ def _write_reports(datasets: dict, out: Path) -> None:
 
 def run_all(scale: str, out: str | Path, executor: str | None = None,
             workers: int | None = None, progress: bool | None = None, log=print,
-            names: Sequence[str] | None = None) -> list[ExperimentRun]:
+            names: Sequence[str] | None = None, reports: bool = True) -> list[ExperimentRun]:
     """Every experiment (or ``names``) into ``out/<name>/``, then ``out/index.html``."""
     from widthscan.report.paper import write_index_page
 
     out = Path(out)
     runs = []
     for name in names or list(EXPERIMENTS):
-        run = run_experiment(name, scale, out / name, executor, workers, progress, log)
+        run = run_experiment(name, scale, out / name, executor, workers, progress, log, reports)
         log(verdict_table(run.results, f"{name} ({scale}, {run.seconds:.0f} s)"))
         runs.append(run)
     write_index_page(runs, out / "index.html")

@@ -15,10 +15,11 @@ import warnings
 from collections.abc import Callable
 
 import numpy as np
+import scipy.stats
 import xarray as xr
 
 from widthscan import analysis
-from widthscan.sweep.reproduce.spec import Estimate, Undecidable
+from widthscan.sweep.reproduce.spec import CI, Estimate, Undecidable
 
 N_BOOT = 100
 MIN_WIDTHS = 4
@@ -36,27 +37,41 @@ def resample(ds: xr.Dataset, idx: np.ndarray) -> xr.Dataset:
 
 
 def bootstrap(stat: Stat, prepare: Callable[[xr.Dataset], xr.Dataset] = lambda d: d,
-              n_boot: int = N_BOOT, seed: int = 0) -> Measure:
-    """``stat`` on ``prepare(ds)`` and on ``n_boot`` seed resamples of it."""
+              n_boot: int | None = None, seed: int = 0, jackknife: bool = False) -> Measure:
+    """``stat`` on ``prepare(ds)`` and on ``n_boot`` (default: ``N_BOOT`` at call time)
+    seed resamples of it (percentile interval). ``jackknife``: leave-one-seed-out draws and
+    the normal interval value +- z se_jack instead, for statistics of the ensemble itself
+    (a resample with repeated members is a less diverse ensemble, which biases them)."""
 
     def measure(ds: xr.Dataset) -> Estimate:
+        n = N_BOOT if n_boot is None else n_boot
         small = prepare(ds)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             value = stat(small)
             m = small.sizes.get("seed", 1)
-            if m < 2 or n_boot <= 0:
-                return Estimate(value, None, note="one seed: no interval")
+            if m < 2 or n <= 0 or (jackknife and m < 3):
+                return Estimate(value, None, note="too few seeds: no interval")
+            if jackknife:
+                draws = np.array([_try(stat, small.isel(seed=[j for j in range(m) if j != i]))
+                                  for i in range(m)])
+                se = np.sqrt((m - 1) / m * np.nansum((draws - np.nanmean(draws)) ** 2))
+                z = float(scipy.stats.norm.ppf((1 + CI) / 2))
+                return Estimate(value, draws, bounds=(value - z * se, value + z * se),
+                                note="jackknife interval over seeds")
             rng = np.random.default_rng(seed)
-            draws = np.empty(n_boot)
-            for i in range(n_boot):
-                try:
-                    draws[i] = stat(resample(small, rng.integers(0, m, m)))
-                except Undecidable:
-                    draws[i] = np.nan
+            draws = np.array([_try(stat, resample(small, rng.integers(0, m, m)))
+                              for _ in range(n)])
         return Estimate(value, draws)
 
     return measure
+
+
+def _try(stat: Stat, ds: xr.Dataset) -> float:
+    try:
+        return stat(ds)
+    except Undecidable:
+        return np.nan
 
 
 def need(ds: xr.Dataset, *names: str) -> None:
@@ -175,7 +190,7 @@ def distances(ds: xr.Dataset, var: str, metric: str, scaled: bool, ensemble: boo
 
 
 def distance_slope(var: str, param: str = "mup", metric: str = "rms", scaled: bool = True,
-                   ensemble: bool = False, at: float = 1.0, n_boot: int = N_BOOT) -> Measure:
+                   ensemble: bool = False, at: float = 1.0, n_boot: int | None = None) -> Measure:
     """Log-log slope against width of the distance of ``var`` to the widest width at the
     step nearest the fraction ``at`` of training (mean over seeds, layers, heads), over the
     widths narrower than the widest (``metric="successive"``: of successive-width
@@ -223,7 +238,7 @@ def curve_distances(ds: xr.Dataset, var: str, until: float = 1.0, start: float =
 
 
 def curve_distance_slope(var: str, param: str = "mup", until: float = 1.0, start: float = 0.0,
-                         n_boot: int = N_BOOT) -> Measure:
+                         n_boot: int | None = None) -> Measure:
     """Log-log slope against width of the relative RMS distance between each width's
     seed-mean ``var`` curve and the widest's, over the steps in [start, until]."""
 
@@ -239,7 +254,7 @@ def curve_distance_slope(var: str, param: str = "mup", until: float = 1.0, start
 
 
 def curve_distance_ratio(var: str, param: str, versus: str, until: float = 1.0,
-                         diverged_is_inconsistent: bool = True, n_boot: int = N_BOOT
+                         diverged_is_inconsistent: bool = True, n_boot: int | None = None
                          ) -> Measure:
     """Ratio of the narrowest width's relative curve distance to the widest under
     ``param`` to the same under ``versus``. A diverged ``param`` run makes the ratio +inf
@@ -265,7 +280,7 @@ def curve_distance_ratio(var: str, param: str, versus: str, until: float = 1.0,
     return bootstrap(stat, prepare, n_boot)
 
 
-def logit_distance_ratio(param: str, versus: str, at: float = 1.0, n_boot: int = N_BOOT
+def logit_distance_ratio(param: str, versus: str, at: float = 1.0, n_boot: int | None = None
                          ) -> Measure:
     """Ratio of the narrowest width's scaled RMS logit distance to the widest (mean over
     seeds, one step) under ``param`` to the same under ``versus``."""
@@ -300,7 +315,7 @@ def tail_mean(da: xr.DataArray, at: float, tail: float) -> xr.DataArray:
 
 
 def width_trend(var: str, param: str = "mup", at: float = 1.0, tail: float = 0.0,
-                n_boot: int = N_BOOT) -> Measure:
+                n_boot: int | None = None) -> Measure:
     """Least-squares slope of the seed-mean ``var`` (mean over the last ``tail`` fraction
     of steps before ``at``) against log2(width), in ``var`` units per doubling."""
 
@@ -317,7 +332,7 @@ def width_trend(var: str, param: str = "mup", at: float = 1.0, tail: float = 0.0
 
 
 def gap_to_widest(var: str, param: str = "mup", at: float = 1.0, tail: float = 0.0,
-                  upper_half: bool = True, n_boot: int = N_BOOT) -> Measure:
+                  upper_half: bool = True, n_boot: int | None = None) -> Measure:
     """Largest relative gap |L(w) - L(widest)| / |L(widest)| of the seed-mean ``var`` at
     the fraction ``at`` of training, over the widths in the upper half (or all widths)."""
 
@@ -336,7 +351,7 @@ def gap_to_widest(var: str, param: str = "mup", at: float = 1.0, tail: float = 0
     return bootstrap(stat, prepare, n_boot)
 
 
-def top_two_gap(var: str, param: str = "mup", tail: float = 0.05, n_boot: int = N_BOOT
+def top_two_gap(var: str, param: str = "mup", tail: float = 0.05, n_boot: int | None = None
                 ) -> Measure:
     """|log(L(second widest) / L(widest))| of the seed-mean ``var`` over the last ``tail``
     of training: how far the two widest widths still are apart, on a log scale."""
@@ -356,7 +371,7 @@ def top_two_gap(var: str, param: str = "mup", tail: float = 0.05, n_boot: int = 
     return bootstrap(stat, prepare, n_boot)
 
 
-def rise_after_minimum(var: str = "probe_loss", param: str = "mup", n_boot: int = N_BOOT
+def rise_after_minimum(var: str = "probe_loss", param: str = "mup", n_boot: int | None = None
                        ) -> Measure:
     """Overfitting: the widest width's seed-mean ``var`` at the last step over its minimum
     during training, minus 1 (0 when the last step is the minimum)."""
@@ -382,7 +397,7 @@ def _bv(ds: xr.Dataset, loss: str) -> xr.Dataset:
 
 
 def bias_variance_stat(kind: str, loss: str, param: str = "mup", at: float = 1.0,
-                       n_boot: int = N_BOOT) -> Measure:
+                       n_boot: int | None = None) -> Measure:
     """Statistics of the bias-variance decomposition of the probe logits (Fig. 7):
 
     - ``bias_over_variance``: width bias (bias2 - bias2 of the widest) over variance, at
@@ -424,11 +439,11 @@ def bias_variance_stat(kind: str, loss: str, param: str = "mup", at: float = 1.0
             return float(max(e[j] - e[i] for i in range(len(e)) for j in range(i + 1, len(e))))
         raise ValueError(f"kind={kind!r}")
 
-    return bootstrap(stat, prepare, n_boot)
+    return bootstrap(stat, prepare, n_boot, jackknife=True)
 
 
 def ensemble_size_stat(kind: str, loss: str, param: str = "mup", plateau: int = 4,
-                       n_boot: int = 20) -> Measure:
+                       n_boot: int | None = None) -> Measure:
     """Loss of k-member ensembles against k (App. H, Fig. 18), at the last logits step:
 
     - ``remaining_gain``: (L(plateau) - L(M)) / (L(1) - L(M)) at the narrowest width,
@@ -464,7 +479,7 @@ def ensemble_size_stat(kind: str, loss: str, param: str = "mup", plateau: int = 
             return float(np.max(np.abs(v[:, sizes.index(3)] - full) / np.abs(full)))
         raise ValueError(f"kind={kind!r}")
 
-    return bootstrap(stat, prepare, n_boot)
+    return bootstrap(stat, prepare, n_boot, jackknife=True)
 
 
 # ---------------------------------------------------------------- power law
@@ -511,7 +526,7 @@ def _labels(ds: xr.Dataset, n: int) -> np.ndarray:
     return probe_targets(ds["targets"]).values[:n]
 
 
-def spectral_stat(kind: str, param: str = "mup", top: int = 10, n_boot: int = N_BOOT
+def spectral_stat(kind: str, param: str = "mup", top: int = 10, n_boot: int | None = None
                   ) -> Measure:
     """Spectral statistics of the trace-normalized, seed-ensembled after-kernel (Fig. 10):
 
@@ -563,7 +578,7 @@ def spectral_stat(kind: str, param: str = "mup", top: int = 10, n_boot: int = N_
 # ---------------------------------------------------------------- sharpness
 
 
-def sharpness_stat(kind: str, param: str = "mup", n_boot: int = N_BOOT) -> Measure:
+def sharpness_stat(kind: str, param: str = "mup", n_boot: int | None = None) -> Measure:
     """Top Hessian eigenvalue (``sharpness``, eigen 0) over training (Fig. 6a):
 
     - ``growth``: widest width's seed-mean final sharpness over its value at step 0;
@@ -600,7 +615,7 @@ def sharpness_stat(kind: str, param: str = "mup", n_boot: int = N_BOOT) -> Measu
 # ---------------------------------------------------------------- one test point
 
 
-def point_logit_slope(param: str = "mup", n_boot: int = N_BOOT) -> Measure:
+def point_logit_slope(param: str = "mup", n_boot: int | None = None) -> Measure:
     """Log-log slope against width of the RMS over training of the ensemble-mean logit of
     the first probe example (all outputs) minus the widest's (Figs. 3a-c)."""
 

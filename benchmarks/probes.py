@@ -581,7 +581,8 @@ def entk_worker(method: str) -> None:
 
     def compute(inp):
         if method == "structured":
-            return torch.as_tensor(probes.entk(p, inp, method="structured")["entk"].values)
+            return torch.as_tensor(probes.entk(p, inp, method="structured",
+                                               weighting="raw")["entk"].values)
         jac = vmap(jacrev(f), in_dims=(None, 0))(params, inp)
         return sum(torch.einsum("acn,bcn->ab", j.flatten(2), j.flatten(2))
                    for j in jac.values()) / 10

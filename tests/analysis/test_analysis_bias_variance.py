@@ -126,37 +126,116 @@ def test_cross_entropy_variance_vanishes_without_seed_noise():
     np.testing.assert_allclose(out["variance"], 0.0, atol=1e-12)
 
 
-def test_variance_falls_as_one_over_ensemble_size():
+def shared_noise(rng, widths, bias_rms, sigma, rho, n_seeds, n_ex=2000, n_out=3):
+    """Members = truth + bias_w + sigma_w (sqrt(rho) z_shared + sqrt(1 - rho) z_seed): a part
+    of the noise common to every member, which no ensemble of this pool averages away."""
+    truth = rng.normal(size=(n_ex, n_out))
+    bias = rng.normal(size=(len(widths), n_ex, n_out))
+    bias *= np.asarray(bias_rms)[:, None, None] / np.sqrt((bias**2).mean((1, 2)))[:, None, None]
+    shared = rng.normal(size=(1, len(widths), 1, 1, n_ex, n_out))
+    own = rng.normal(size=(1, len(widths), n_seeds, 1, n_ex, n_out))
+    noise = np.sqrt(rho) * shared + np.sqrt(1 - rho) * own
+    logits = truth + bias[None, :, None, None] + np.asarray(sigma)[None, :, None, None, None,
+                                                                    None] * noise
+    ds = xr.Dataset({"logits": (DIMS, logits)},
+                    coords={"param": ["mup"], "width": widths, "seed": np.arange(n_seeds),
+                            "logits_step": [0]})
+    return ds, truth, (bias**2).mean((1, 2))
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.6])
+def test_ensemble_loss_against_size_is_measured_on_disjoint_sub_ensembles(rho):
+    """Closed forms: loss(k) = b^2 + rho s^2 + (1 - rho) s^2 / k against the targets and
+    distance_to_full(k) = (1 - rho) s^2 (1/k - 1/M). With shared noise (rho > 0) the excess
+    over the bias is not loss(1)'s excess / k."""
     rng = np.random.default_rng(8)
-    sigma = np.array([0.5, 0.3])
-    m = 6
-    ds, truth, _ = planted(rng, np.array([32, 64]), [0.3, 0.0], sigma, m, n_ex=2000, n_out=3)
-    out = variance_vs_ensemble_size(ds, targets=truth, loss="mse", n_subsets=20)
-    assert out["variance"].dims == ("param", "width", "logits_step", "ensemble_size")
+    sigma, m = np.array([0.5, 0.3]), 8
+    ds, truth, b2 = shared_noise(rng, np.array([32, 64]), [0.3, 0.1], sigma, rho, m)
+    out = variance_vs_ensemble_size(ds, targets=truth, loss="mse", n_subsets=10)
+    assert out["ensemble_loss"].dims == ("param", "width", "logits_step", "ensemble_size")
     k = out["ensemble_size"].values
     np.testing.assert_array_equal(k, np.arange(1, m + 1))
-    var = out["variance"].isel(param=0)
-    np.testing.assert_allclose(var, out["reference"].isel(param=0), rtol=1e-10)
-    want = np.broadcast_to((sigma[:, None, None] ** 2) / k[None, None, :], var.shape)
-    np.testing.assert_allclose(var, want, rtol=0.05)
+    np.testing.assert_array_equal(out["n_groups"], [8, 40, 20, 20, 10, 10, 10, 1])
+    s2 = sigma[:, None] ** 2
+    want = b2[:, None] + rho * s2 + (1 - rho) * s2 / k
+    got = out["ensemble_loss"].isel(param=0, logits_step=0).values
+    np.testing.assert_allclose(got, want, rtol=0.04)
+    dist = out["distance_to_full"].isel(param=0, logits_step=0).values
+    np.testing.assert_allclose(dist[:, :-1], ((1 - rho) * s2 * (1 / k - 1 / m))[:, :-1],
+                               rtol=0.06)
+    np.testing.assert_allclose(dist[:, -1], 0.0, atol=1e-24)
+    excess = got - b2[:, None]
+    if rho:
+        assert np.all(excess[:, -1] > 2 * excess[:, 0] / m)
     bv = bias_variance(ds, targets=truth)
-    xr.testing.assert_allclose(out["variance"].sel(ensemble_size=1, drop=True), bv["variance"])
-
-    m = 10
-    ds, truth, _ = planted(rng, np.array([32, 64]), [0.3, 0.0], sigma, m, n_ex=2000, n_out=3)
-    out = variance_vs_ensemble_size(ds, targets=truth, loss="mse", n_subsets=12, seed=1)
-    k = out["ensemble_size"].values
-    var = out["variance"].isel(param=0)
-    want = np.broadcast_to((sigma[:, None, None] ** 2) / k[None, None, :], var.shape)
-    np.testing.assert_allclose(var, want, rtol=0.06)
+    one = out["ensemble_loss"].sel(ensemble_size=1, drop=True)
+    xr.testing.assert_allclose(one, bv["single_loss"])
+    xr.testing.assert_allclose(out["ensemble_loss"].sel(ensemble_size=m, drop=True),
+                               bv["ensemble_loss"])
 
 
-def test_cross_entropy_variance_vs_ensemble_size_is_close_to_one_over_k():
+def test_cross_entropy_ensemble_loss_against_size():
     rng = np.random.default_rng(9)
     ds, _, _ = planted(rng, np.array([32, 64]), [0.3, 0.0], [0.3, 0.2], 6, n_ex=3000, n_out=4)
     labels = rng.integers(0, 4, size=3000)
     out = variance_vs_ensemble_size(ds, targets=labels, loss="ce", n_subsets=20)
-    var = out["variance"].isel(param=0)
-    assert np.all(var.diff("ensemble_size") < 0)
-    np.testing.assert_allclose(var * var["ensemble_size"] / var.sel(ensemble_size=1), 1.0,
-                               rtol=0.1)
+    bv = bias_variance(ds, targets=labels, loss="ce")
+    ens = out["ensemble_loss"].isel(param=0)
+    assert np.all(ens.diff("ensemble_size") < 0)
+    xr.testing.assert_allclose(out["ensemble_loss"].sel(ensemble_size=1, drop=True),
+                               bv["single_loss"])
+    xr.testing.assert_allclose(out["ensemble_loss"].sel(ensemble_size=6, drop=True),
+                               bv["ensemble_loss"])
+    assert np.all(out["loss_inf"] < out["ensemble_loss"].sel(ensemble_size=6))
+
+
+SWEEP = """\
+widths = [16, 32]
+base_width = 16
+params = ["mup"]
+seeds = 3
+[task]
+name = "gegenbauer"
+probe_examples = 12
+options = { dim = 4, degree = 2 }
+[optimizer]
+lr = 0.1
+[train]
+steps = 6
+batch_size = 8
+[probes]
+logits = { n_log = 2, n_linear = 2 }
+"""
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    import widthscan as ws
+
+    root = tmp_path_factory.mktemp("sweep")
+    (root / "sweep.toml").write_text(SWEEP)
+    ws.Sweep.from_toml(root / "sweep.toml").run(root / "run")
+    return ws.load(root / "run")
+
+
+def test_bias_variance_of_a_loaded_sweep_has_one_value_per_param_width_step(loaded):
+    assert "seed" in loaded["targets"].dims and "targets_step" in loaded["targets"].dims
+    out = bias_variance(loaded)
+    for var in out.data_vars:
+        assert out[var].dims == ("param", "width", "logits_step"), var
+    f = loaded["logits"].values.astype(np.float64)
+    y = loaded["targets"].values[0, 0, 0, 0].astype(np.float64)
+    single = ((f - y) ** 2).mean((-2, -1)).mean(2)
+    ens = ((f.mean(2) - y) ** 2).mean((-2, -1))
+    np.testing.assert_allclose(out["single_loss"], single, rtol=1e-10)
+    np.testing.assert_allclose(out["ensemble_loss"], ens, rtol=1e-10)
+    vk = variance_vs_ensemble_size(loaded)
+    assert "seed" not in vk.dims and "targets_step" not in vk.dims
+
+
+def test_targets_that_differ_between_runs_raise(loaded):
+    bad = loaded.copy()
+    bad["targets"] = bad["targets"].copy()
+    bad["targets"][0, 1, 0, 0, 0, 0] += 1.0
+    with pytest.raises(ValueError, match="targets differ"):
+        bias_variance(bad)

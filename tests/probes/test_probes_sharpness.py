@@ -46,6 +46,41 @@ def test_linear_regression_closed_form(model):
     assert (out["sharpness_hvps"].values <= width).all()
 
 
+def three_outputs(width: int) -> nn.Module:
+    return nn.Linear(width, 3, bias=False)
+
+
+@pytest.mark.parametrize("model", ["parametrized", "ensemble"])
+def test_repeated_top_eigenvalues_are_found_with_their_multiplicity(model):
+    # f(x) = m W x with 3 outputs, L = mean over n examples and 3 outputs of (f - y)^2
+    # => H = I_3 (x) 2 m^2 X^T X / (3 n): every eigenvalue 3 times. One Krylov space
+    # holds one copy of each: single-vector Lanczos gave (l1, l2, l3, ...) with residuals
+    # <= 1e-8 (the 2nd value 3% low, the 3rd 9%)
+    n, width = 200, 64
+    x = torch.randn(n, width, generator=gen(1), dtype=torch.float64)
+    y = torch.randn(n, 3, generator=gen(2), dtype=torch.float64)
+    if model == "ensemble":
+        net = ws.Ensemble(three_outputs, width, 8, "mup", "sgd", [0, 1], precision="float64")
+    else:
+        net = ws.parametrize(three_outputs, width, 8, "mup", "sgd", seed=0,
+                             dtype=torch.float64)
+    m = net.multipliers["weight"]
+    design = m * x
+    block = torch.linalg.eigvalsh(2 * design.T @ design / (3 * n)).flip(0)
+    exact = block.repeat_interleave(3)[:5]
+    dense = torch.linalg.eigvalsh(torch.kron(torch.eye(3, dtype=torch.float64),
+                                             2 * design.T @ design / (3 * n))).flip(0)[:5]
+    torch.testing.assert_close(dense, exact, rtol=1e-12, atol=0)
+    pairs = probes.eigenpairs(net, x, y, loss="mse", k=5, tol=1e-8)
+    vals = pairs.values if model == "ensemble" else pairs.values[0]
+    torch.testing.assert_close(vals, exact.expand_as(vals), rtol=1e-6, atol=0)
+    assert pairs.converged.all()
+    v = pairs.vectors
+    gram = v @ v.transpose(1, 2)
+    torch.testing.assert_close(gram, torch.eye(5, dtype=torch.float64).expand_as(gram),
+                               rtol=0, atol=1e-6)
+
+
 def test_small_mlp_matches_dense_hessian():
     x = torch.randn(12, 4, generator=gen(1), dtype=torch.float64)
     y = torch.randn(12, 2, generator=gen(2), dtype=torch.float64)

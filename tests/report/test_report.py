@@ -88,6 +88,8 @@ def test_attention_and_targets_add_their_sections(everything):
     for name in ("attention_maps", "attention_distance", "bias_variance", "variance_ensemble",
                  "task_power", "kernel_flow"):
         assert name in everything.page.figures
+    assert "Like with like, both on the odd-numbered probe examples" in everything.source
+    assert "its weighting was not recorded" in everything.source
 
 
 def test_missing_targets_are_explained(full):
@@ -222,3 +224,25 @@ def test_sharpness_under_adam_draws_its_threshold_only_for_its_matrix(tmp_path):
     ctx = Context(ds=adam, fig_dir=tmp_path, config=parse_config(config))
     lines, _ = sections._eos_lines(ctx, sections._sharpness_code(ctx))
     assert lines["mup"][0][0] == pytest.approx((2 + 2 * 0.8) / (1 - 0.8) / 0.5)
+
+
+@pytest.mark.parametrize("code", [0.0, 1.0])
+def test_spectra_names_the_stored_kernel_and_flows_only_sgds(tmp_path, code):
+    ds = synthetic_dataset(targets=True)
+    small = ds[["logits", "entk", "targets", "lr"]].assign_attrs(ds.attrs)
+    flags = xr.full_like(small["entk"].isel(example=0, example2=0, drop=True), code)
+    small = small.assign(entk_weighting=flags)
+    ctx = Context(ds=small, fig_dir=tmp_path, config=parse_config(ds.attrs["config"]))
+    out = sections.spectra(ctx)
+    text = " ".join(out.paragraphs + [f.caption for f in out.figures])
+    names = [f.name for f in out.figures]
+    if code:
+        assert "lr-weighted eNTK" in text and "kernel_flow" in names
+        flow = ctx._cache["flow_initial"][0]
+        assert flow.dims == ("param", "width", "step")
+        # every (param, width) but the one with a diverged member (sp, 256)
+        assert int(np.isfinite(flow).all("step").sum()) == flow.sizes["param"] * flow.sizes[
+            "width"] - 1
+    else:
+        assert "raw-parameter eNTK" in text and "kernel_flow" not in names
+        assert "Kernel-flow prediction left out: the stored eNTK is the raw" in text

@@ -21,6 +21,7 @@ from widthscan.analysis.spectral import (
     entk_flow_loss,
     entk_spectrum,
     kernel_flow_loss,
+    learning_time,
     task_power,
 )
 
@@ -36,6 +37,7 @@ __all__ = [
     "histogram_wasserstein",
     "kernel_distance",
     "kernel_flow_loss",
+    "learning_time",
     "preactivation_distance",
     "reference_width",
     "relative_frobenius",

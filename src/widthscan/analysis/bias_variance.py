@@ -11,9 +11,7 @@ shape (example,) are one-hot encoded when ``output`` has more than one entry.
 
 from __future__ import annotations
 
-import itertools
 import warnings
-from math import comb
 from typing import Literal
 
 import numpy as np
@@ -38,9 +36,15 @@ def _targets(
     if not isinstance(targets, xr.DataArray):
         t = np.asarray(targets)
         targets = xr.DataArray(t, dims=("example", "output")[: t.ndim])
+    targets = _shared(targets)
     if "example" in f.coords and "example" in targets.coords:
         targets = targets.sel(example=f["example"])
     n_out = f.sizes.get("output", 1)
+    if targets.dims == ("example",) and n_out > 1 and not np.issubdtype(targets.dtype,
+                                                                         np.integer):
+        v = targets.values
+        if np.isfinite(v).all() and np.array_equal(v, np.round(v)):
+            targets = targets.astype(np.int64)
     is_label = np.issubdtype(targets.dtype, np.integer) and targets.dims == ("example",)
     mask = xr.ones_like(targets.isel(output=0) if "output" in targets.dims else targets, float)
     if is_label and (loss == "ce" or n_out > 1):
@@ -58,6 +62,22 @@ def _targets(
     elif loss == "mse" and "output" not in targets.dims and n_out > 1:
         raise ValueError("mse with several outputs needs targets (example, output) or labels")
     return targets.astype(np.float64), mask
+
+
+def _shared(targets: xr.DataArray) -> xr.DataArray:
+    """Targets as ``ws.load`` stores them, (param, width, seed, targets_step, example[,
+    output]) and the same for every run, reduced to (example[, output]). NaN entries (a
+    diverged member, masked by the loader) are skipped; targets that differ between
+    runs raise."""
+    extra = [d for d in targets.dims
+             if d in ("param", "width", "seed") or d == "step" or str(d).endswith("_step")]
+    if not extra:
+        return targets
+    lo = targets.min(extra, skipna=True)
+    hi = targets.max(extra, skipna=True)
+    if not bool(((lo == hi) | lo.isnull()).all()):
+        raise ValueError(f"targets differ along {extra}: pass targets=... explicitly")
+    return hi.astype(targets.dtype) if np.issubdtype(targets.dtype, np.integer) else hi
 
 
 def _loss(f: xr.DataArray, y: xr.DataArray, mask: xr.DataArray, loss: str) -> xr.DataArray:
@@ -139,10 +159,19 @@ def bias_variance(
     return ordered(out, "param", "width")
 
 
-def _subsets(m: int, k: int, n_subsets: int, rng: np.random.Generator) -> list[list[int]]:
-    if comb(m, k) <= n_subsets:
-        return [list(c) for c in itertools.combinations(range(m), k)]
-    return [sorted(rng.choice(m, size=k, replace=False).tolist()) for _ in range(n_subsets)]
+def _partitions(m: int, k: int, repeats: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Disjoint groups of k of m members: floor(m / k) groups from each of ``repeats``
+    random permutations (one partition when k is 1 or m), each (groups, m) with weight
+    1/k on its members."""
+    n_groups = m // k
+    count = 1 if k in (1, m) else repeats
+    out = []
+    for _ in range(count):
+        order = rng.permutation(m)[: n_groups * k].reshape(n_groups, k)
+        w = np.zeros((n_groups, m))
+        np.put_along_axis(w, order, 1.0 / k, axis=1)
+        out.append(w)
+    return out
 
 
 def variance_vs_ensemble_size(
@@ -153,17 +182,25 @@ def variance_vs_ensemble_size(
     var: str = "logits",
     seed: int = 0,
 ) -> xr.Dataset:
-    """Loss of k-member ensembles and their variance for k = 1..M (Appendix H).
+    """Loss of k-member ensembles against k = 1..M, measured (Appendix H).
 
-    For each k, members are subsampled without replacement: every subset when
-    there are at most ``n_subsets`` of them, else ``n_subsets`` random ones
-    (``seed``). ``ensemble_loss`` is the mean of L(f_bar_k) over subsets;
-    ``variance`` = ensemble_loss - ``loss_inf``, the loss in excess of the
-    infinite ensemble; ``reference`` = variance(k=1) / k, the law for
-    uncorrelated members. ``loss_inf``: mse: the unbiased bias2 of
-    :func:`bias_variance` (then variance(k) = s^2/k exactly when all subsets are
-    used); ce: the intercept of a least-squares fit of ensemble_loss against 1/k.
-    Returns a Dataset over (param, width, <step dim>, ensemble_size).
+    For each k the M members are split into floor(M / k) disjoint sub-ensembles of k
+    (``n_subsets`` random permutations, ``seed``; one split for k = 1 and k = M); each
+    sub-ensemble averages its members' logits. Returns a Dataset over (param, width,
+    <step dim>, ensemble_size):
+
+    - ``ensemble_loss``: mean over sub-ensembles of L(f_bar_k) against the targets: the
+      loss curve against ensemble size of App. H (flat beyond k ~ 3-4 when a few members
+      suffice). For members = truth + bias + iid noise of variance s^2 (mse): bias^2 +
+      s^2 / k.
+    - ``distance_to_full``: mean over sub-ensembles of the mean over examples and outputs of
+      (f_bar_k - f_bar_M)^2 (logit units^2), how far k members are from all M: for
+      exchangeable members with independent parts of variance s^2, s^2 (1/k - 1/M).
+    - ``n_groups``: sub-ensembles averaged per k.
+    - ``loss_inf`` (no ensemble_size dim): the infinite-ensemble loss estimated from all M
+      members. mse: the unbiased bias2 of :func:`bias_variance`, which assumes independent
+      members (a part of the noise shared by every member counts as bias); ce: the
+      intercept of a least-squares fit of ensemble_loss against 1/k.
     """
     f = _logits(ds, var)
     y, mask = _targets(ds, targets, f, loss)
@@ -172,12 +209,23 @@ def variance_vs_ensemble_size(
         raise ValueError("variance against ensemble size needs at least two seeds")
     rng = np.random.default_rng(seed)
     sizes = np.arange(1, m + 1)
-    per_k = []
+    full = f.mean("seed", skipna=False)
+    red = [d for d in ("example", "output") if d in f.dims]
+    losses, distances, counts = [], [], []
     for k in sizes:
-        subs = _subsets(m, int(k), n_subsets, rng)
-        losses = [_loss(f.isel(seed=s).mean("seed", skipna=False), y, mask, loss) for s in subs]
-        per_k.append(sum(losses) / len(losses))
-    ens = xr.concat(per_k, dim=xr.DataArray(sizes, dims="ensemble_size", name="ensemble_size"))
+        total_loss = total_dist = 0.0
+        n = 0
+        for w in _partitions(m, int(k), n_subsets, rng):
+            weights = xr.DataArray(w, dims=("group", "seed"))
+            means = xr.dot(weights, f, dim="seed")
+            total_loss = total_loss + _loss(means, y, mask, loss).sum("group")
+            total_dist = total_dist + ((means - full) ** 2).mean(red, skipna=False).sum("group")
+            n += w.shape[0]
+        losses.append(total_loss / n)
+        distances.append(total_dist / n)
+        counts.append(n)
+    size_dim = xr.DataArray(sizes, dims="ensemble_size", name="ensemble_size")
+    ens = xr.concat(losses, dim=size_dim)
     if loss == "mse":
         loss_inf = bias_variance(f, y, "mse")["bias2"]
     else:
@@ -185,10 +233,12 @@ def variance_vs_ensemble_size(
         xc = x - x.mean()
         slope = (xc * (ens - ens.mean("ensemble_size"))).sum("ensemble_size") / (xc**2).sum()
         loss_inf = ens.mean("ensemble_size") - slope * x.mean()
-    variance = ens - loss_inf
-    reference = variance.sel(ensemble_size=1, drop=True) / variance["ensemble_size"]
-    out = xr.Dataset(
-        {"ensemble_loss": ens, "variance": variance, "reference": reference, "loss_inf": loss_inf}
-    )
+    out = xr.Dataset({
+        "ensemble_loss": ens,
+        "distance_to_full": xr.concat(distances, dim=size_dim),
+        "n_groups": xr.DataArray(counts, dims="ensemble_size",
+                                 coords={"ensemble_size": sizes}),
+        "loss_inf": loss_inf,
+    })
     out.attrs.update(loss=loss, n_seeds=m, var=var, n_subsets=n_subsets)
     return ordered(out.transpose(..., "ensemble_size"), "param", "width")

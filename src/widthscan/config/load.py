@@ -82,6 +82,12 @@ def _check_names(cfg: SweepConfig) -> list[str]:
             probes.ProbeSuite({name: probe.suite_options()}, cfg.train.steps)
         except (TypeError, ValueError) as err:
             problems.append(f"probes.{name}.options: {err}")
+            continue
+        if name == "entk" and probe.options.get("weighting") == "lr" and (
+                cfg.optimizer.name != "sgd"):
+            problems.append(f"probes.entk.options.weighting: 'lr' is SGD's kernel and "
+                            f"optimizer.name = {cfg.optimizer.name!r} follows none; allowed "
+                            "here: 'auto', 'raw'")
     if cfg.base_width > max(cfg.widths):
         problems.append(f"base_width: {cfg.base_width} is wider than every width {cfg.widths}")
     return problems

@@ -210,17 +210,66 @@ def lanczos(hvp: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor, k: in
     hvp: (K, n) -> (K, n), row k depending only on row k. v0 (K, n): start vectors.
     A member stops when its top-k Ritz pairs all have residual norms
     ||H y - theta y|| <= tol * |theta| (or its Krylov space is exhausted); its results
-    are frozen then while the others go on. At most ``max_iter`` products each. An
+    are frozen then while the others go on. At most ``max_iter`` products each per run. An
     invariant subspace found early (breakdown) continues from a fresh random direction
     orthogonal to the basis. Memory: the basis, max_iter * K * n numbers.
+
+    One Krylov space holds a single vector of a repeated eigenvalue's eigenspace, so with
+    k >= 2 its Ritz values skip the copies (with small residuals). Locking the k pairs
+    found, Lanczos restarts from a random vector orthogonal to them (on the deflated map
+    (I - V V^T) H (I - V V^T)) and locks the top pair it finds while that exceeds the k-th
+    value by more than ``tol``: a missed copy of a repeated eigenvalue; the restart that
+    finds nothing larger certifies the top k with multiplicity (``converged``). Up to k
+    restarts, each at most ``max_iter`` products; none for k = 1 or a member whose first
+    Krylov space filled the whole space. Residuals of restart pairs are those on the
+    deflated map (equal to H's up to the locked vectors' residuals).
     """
     if k < 1:
         raise ValueError(f"k={k} must be >= 1")
+    first = _krylov(hvp, v0, k, tol, max_iter, seed)
+    kk, n = v0.shape
+    k = min(k, n)
+    if k == 1:
+        return first
+    vals = first.values.clone()
+    vecs = first.vectors.clone()
+    res = first.residuals.clone()
+    hvps = first.hvps.clone()
+    converged = first.converged.clone()
+    active = first.converged & (first.hvps < n)
+    for restart in range(k):
+        if not bool(active.any()) or vecs.shape[1] >= n:
+            break
+        start = random_direction(n, seed, 7919 + restart, v0.dtype, v0.device).expand(kk, n)
+        run = _krylov(hvp, start, 1, tol, max_iter, seed + restart + 1, locked=vecs,
+                      active=active)
+        hvps += run.hvps
+        theta, kth = run.values[:, 0], vals.nan_to_num(nan=-float("inf")).topk(k, 1)[0][:, -1]
+        found = active & run.converged & (theta - kth > tol * torch.maximum(theta.abs(),
+                                                                            kth.abs()))
+        converged &= ~(active & ~run.converged)
+        keep = found.unsqueeze(1)
+        vals = torch.cat([vals, torch.where(found, theta, float("nan")).unsqueeze(1)], 1)
+        res = torch.cat([res, torch.where(keep, run.residuals[:, :1], float("nan"))], 1)
+        vecs = torch.cat([vecs, torch.where(keep.unsqueeze(2), run.vectors[:, :1],
+                                            torch.zeros_like(run.vectors[:, :1]))], 1)
+        active = found
+    order = vals.nan_to_num(nan=-float("inf")).argsort(1, descending=True)[:, :k]
+    return Eigenpairs(vals.gather(1, order), vecs.gather(1, order.unsqueeze(2).expand(
+        -1, -1, n)), res.gather(1, order), hvps, converged, first.warm)
+
+
+def _krylov(hvp: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor, k: int,
+            tol: float, max_iter: int, seed: int, locked: torch.Tensor | None = None,
+            active: torch.Tensor | None = None) -> Eigenpairs:
+    """One Lanczos run of :func:`lanczos` (no multiplicity restarts); its Krylov space kept
+    orthogonal to the rows of ``locked`` (K, L, n); members not ``active`` (K,) skip."""
     kk, n = v0.shape
     dtype, device = v0.dtype, v0.device
     f64 = dict(dtype=torch.float64, device=device)
     eps = torch.finfo(dtype).eps
-    steps = max(1, min(int(max_iter), n))
+    n_free = n - (0 if locked is None else locked.shape[1])
+    steps = max(1, min(int(max_iter), n_free))
     k = min(k, n)
     values = torch.full((kk, k), float("nan"), **f64)
     residuals = torch.full((kk, k), float("nan"), **f64)
@@ -228,6 +277,8 @@ def lanczos(hvp: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor, k: in
     warm = torch.zeros(kk, n, dtype=dtype, device=device)
     hvps = torch.zeros(kk, dtype=torch.int64, device=device)
     done = torch.zeros(kk, dtype=torch.bool, device=device)
+    if active is not None:
+        done = ~active.to(device)
     converged = torch.zeros(kk, dtype=torch.bool, device=device)
     alphas = torch.zeros(kk, steps, **f64)
     betas = torch.zeros(kk, steps, **f64)
@@ -238,6 +289,9 @@ def lanczos(hvp: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor, k: in
     bad = ~torch.isfinite(v0_norm[:, 0]) | (v0_norm[:, 0] == 0)
     if bad.any():
         q[bad] = random_direction(n, seed, -1, dtype, device)
+    if locked is not None:
+        q, q_norm = _orthogonalize(q, locked)
+        q = q / q_norm.to(dtype).clamp_min(tiny).unsqueeze(1)
     basis = torch.empty(kk, min(steps, 16), n, dtype=dtype, device=device)
     for j in range(steps):
         if j == basis.shape[1]:
@@ -251,6 +305,8 @@ def lanczos(hvp: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor, k: in
         w.addcmul_(q, a.unsqueeze(1), value=-1.0)
         if j:
             w.addcmul_(basis[:, j - 1], betas[:, j - 1].to(dtype).unsqueeze(1), value=-1.0)
+        if locked is not None:
+            w, _ = _orthogonalize(w, locked)
         w, b = _orthogonalize(w, basis[:, : j + 1])
         broken = ~(torch.isfinite(a) & torch.isfinite(b)) & ~done
         if broken.any():
@@ -268,7 +324,7 @@ def lanczos(hvp: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor, k: in
         norm_est = theta.abs().amax(1, keepdim=True)
         scale = torch.maximum(top_theta.abs(), eps * norm_est)
         ok = (res <= tol * scale).all(1) & (j + 1 >= k)
-        ok |= torch.full_like(ok, j + 1 == n)
+        ok |= torch.full_like(ok, j + 1 == n_free)
         new = ~done & (ok | torch.full_like(ok, j + 1 == steps))
         if new.any():
             idx = torch.nonzero(new).flatten()
@@ -288,6 +344,8 @@ def lanczos(hvp: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor, k: in
         q = w.div_(b.to(dtype).clamp_min(tiny).unsqueeze(1))
         if breakdown.any():
             r = random_direction(n, seed, j, dtype, device).expand(kk, n)
+            if locked is not None:
+                r, _ = _orthogonalize(r, locked)
             r, r_norm = _orthogonalize(r, basis[:, : j + 1])
             r = r / r_norm.to(dtype).clamp_min(tiny).unsqueeze(1)
             q = torch.where(breakdown.unsqueeze(1), r, q)

@@ -29,7 +29,7 @@ from widthscan.probes.hessian import (
     undefined_sharpness,
 )
 from widthscan.probes.members import members
-from widthscan.probes.ntk import measure_entk
+from widthscan.probes.ntk import WEIGHTINGS, measure_entk, weighting_problem
 from widthscan.probes.outputs import forward, measure_logits, measure_loss
 from widthscan.probes.preconditioners import awaiting_first_step, precondition_problem
 from widthscan.probes.schedule import schedule_steps
@@ -46,7 +46,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "sharpness": {"n_log": 5, "n_linear": 3, "k": 1, "tol": 1e-3, "max_iter": 100,
                   "hvp": "auto", "batch_size": None, "preconditioned": "auto"},
     "entk": {"n_log": 4, "n_linear": 3, "n_examples": 64, "trace": True, "chunk": None,
-             "method": "auto"},
+             "method": "auto", "weighting": "auto"},
 }
 DEFAULT_PROBES = ("loss", "logits", "kernels", "preactivations", "sharpness", "entk")
 
@@ -75,6 +75,9 @@ def _options(name: str, given: Mapping[str, Any] | None) -> dict[str, Any]:
     if name == "sharpness" and opts["preconditioned"] not in (True, False, "auto"):
         raise ValueError(f"probe 'sharpness' option preconditioned={opts['preconditioned']!r}; "
                          "allowed: true, false, 'auto'")
+    if name == "entk" and opts["weighting"] not in ("auto", *WEIGHTINGS):
+        raise ValueError(f"probe 'entk' option weighting={opts['weighting']!r}; allowed: "
+                         f"{('auto', *WEIGHTINGS)}")
     if name == "sharpness" and opts["hvp"] not in HVP_MODES:
         raise ValueError(f"probe 'sharpness' option hvp={opts['hvp']!r}; allowed: {HVP_MODES}")
     return opts
@@ -95,6 +98,14 @@ def preconditioned_for(m, option: bool | str) -> bool | None:
     return precondition_problem(m) is None
 
 
+def weighting_for(m, option: str) -> str:
+    """The eNTK probe's ``weighting`` option resolved for ``m``: "auto" is "lr" (the kernel
+    SGD follows) where it can be formed (SGD and known lr scales), else "raw" (Adam)."""
+    if option != "auto":
+        return option
+    return "lr" if weighting_problem(m, "lr") is None else "raw"
+
+
 class ProbeSuite:
     """Probes with options and schedules for one run of ``total_steps`` updates.
 
@@ -106,7 +117,8 @@ class ProbeSuite:
     ``n_examples`` (use the first n probe examples), ``layers``, ``bins``,
     ``range_std``, ``pool``, ``k``, ``tol``, ``max_iter``, ``hvp``, ``batch_size``
     (first examples of the sharpness batch), ``trace``, ``chunk``, ``method``,
-    ``example`` (which probe sequence the attention probe reads), ``n_full``.
+    ``example`` (which probe sequence the attention probe reads), ``n_full``,
+    ``weighting`` (eNTK: "auto" = "lr" under SGD, "raw" under Adam; see ``ntk``).
     """
 
     def __init__(self, probes: Mapping[str, Mapping[str, Any] | None] | Iterable[str] | None
@@ -173,7 +185,8 @@ class ProbeSuite:
                 out[name] = self._sharpness(m, batch_x, batch_y, o)
             elif name == "entk":
                 out[name] = measure_entk(m, _head(probe_x, o["n_examples"]), o["trace"],
-                                         o["chunk"], o["method"])
+                                         o["chunk"], o["method"],
+                                         weighting_for(m, o["weighting"]))
         return out
 
     def _preactivations(self, m, x: torch.Tensor, o: Mapping[str, Any]

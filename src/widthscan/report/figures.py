@@ -270,25 +270,27 @@ def bias_variance_vs_width(bv: xr.Dataset, *, ylabel: str, title: str) -> Figure
 
 @style.styled
 def variance_vs_ensemble(vk: xr.Dataset, *, ylabel: str, title: str) -> Figure:
-    """Variance of k-member ensembles against k per width, with the 1/k law (dashed)."""
+    """Measured loss of k-member ensembles against k per width (markers), with each width's
+    infinite-ensemble estimate ``loss_inf`` (dotted)."""
     params, widths = params_of(vk), widths_of(vk)
     colors = style.width_colors(widths)
     fig, axes = new_figure(len(params))
     k = vk["ensemble_size"].values
     for ax, p in zip(axes[0], params):
         for w in widths:
-            ax.plot(k, vk["variance"].sel(param=p, width=w).values, marker="o", ms=4,
+            ax.plot(k, vk["ensemble_loss"].sel(param=p, width=w).values, marker="o", ms=4,
                     color=colors[w])
-            ax.plot(k, vk["reference"].sel(param=p, width=w).values, ls=":", color="0.1",
-                    lw=1.0, zorder=3)
+            inf = float(vk["loss_inf"].sel(param=p, width=w))
+            ax.plot(k, np.full(k.size, inf), ls=":", color=colors[w], lw=1.2)
         ax.set_xticks(k)
         ax.set_xlabel("ensemble size k (members averaged)")
         panel_title(ax, p)
-    log_y(axes[0, 0], vk["variance"], vk["reference"])
+    log_y(axes[0, 0], vk["ensemble_loss"], vk["loss_inf"])
     axes[0, 0].set_ylabel(ylabel)
-    fig_legend(fig, [Line2D([], [], color="0.2", marker="o", label="measured"),
-                      Line2D([], [], color="0.1", ls=":", label="variance(k=1) / k: uncorrelated "
-                             "members")])
+    fig_legend(fig, [Line2D([], [], color="0.2", marker="o", label="measured: disjoint "
+                            "k-member sub-ensembles"),
+                     Line2D([], [], color="0.2", ls=":", label="infinite ensemble (bias², "
+                            "independent members)")])
     return finish(fig, title, widths, axes)
 
 
@@ -299,7 +301,8 @@ def variance_vs_ensemble(vk: xr.Dataset, *, ylabel: str, title: str) -> Figure:
 def power_law(values: xr.DataArray, fit: xr.Dataset, *, ylabel: str, title: str,
               model: Callable[[np.ndarray, float, float, float], np.ndarray]) -> Figure:
     """Each seed's value (dots) against width, with the fitted L(N) = a N^-alpha + c and its
-    asymptote c (shaded: its 90% interval, clipped to the panel).
+    asymptote c (shaded: its 90% interval, clipped to the panel); no curve where the fit's
+    ``decreasing`` flag is False ("no power law"), bound flags named in the legend.
 
     values (param, width, seed); fit a Dataset over param from ``fit_power_law``
     with alpha, a, c, r2 and c_lo / c_hi; ``model(N, a, alpha, c)`` draws the fit.
@@ -316,12 +319,18 @@ def power_law(values: xr.DataArray, fit: xr.Dataset, *, ylabel: str, title: str,
         f = fit.sel(param=p)
         a, alpha, c = (float(f[k]) for k in ("a", "alpha", "c"))
         shown = [finite(v)]
-        if np.isfinite([a, alpha, c]).all():
+        steady = bool(f["decreasing"]) if "decreasing" in f else True
+        if np.isfinite([a, alpha, c]).all() and not steady:
+            ax.text(0.5, 0.9, "no power law: not steadily decreasing with width",
+                    transform=ax.transAxes, ha="center")
+        elif np.isfinite([a, alpha, c]).all():
             curve = model(grid, a, alpha, c)
             r2 = float(f["r2"])
+            at_alpha = " (α at its bound)" if bool(f.get("alpha_at_bound", False)) else ""
+            at_c = " (at its bound)" if bool(f.get("c_at_bound", False)) else ""
             ax.plot(grid, curve, color=style.REFERENCE_COLOR, lw=1.6,
-                    label=f"fit: {a:.3g}·$N^{{-{alpha:.2f}}}$ + {c:.3g}, R² = {r2:.3f}")
-            ax.axhline(c, ls="--", color="0.45", lw=1.1, label=f"c = {c:.3g} (width → ∞)")
+                    label=f"fit: {a:.3g}·$N^{{-{alpha:.2f}}}$ + {c:.3g}, R² = {r2:.3f}{at_alpha}")
+            ax.axhline(c, ls="--", color="0.45", lw=1.1, label=f"c = {c:.3g} (width → ∞){at_c}")
             shown += [curve, np.array([c])]
             lo, hi = float(f.get("c_lo", np.nan)), float(f.get("c_hi", np.nan))
             if np.isfinite([lo, hi]).all():
@@ -363,7 +372,7 @@ def extrapolation(curves: xr.DataArray, inf: xr.DataArray, *, ylabel: str, title
         ax.plot(x, np.where(ok, y, np.nan), color="k", lw=2.2, label="extrapolated width → ∞")
         if lo is not None and hi is not None:
             ax.fill_between(x, lo.sel(param=p).values, hi.sel(param=p).values, where=ok,
-                            color="0.5", alpha=0.25, lw=0, label="90% bootstrap interval")
+                            color="0.5", alpha=0.25, lw=0, label="90% interval")
         panel_title(ax, p)
         step_axis(ax, curves[sd].values)
         handles += ax.get_legend_handles_labels()[0]
@@ -446,21 +455,27 @@ def task_power_curves(c: xr.DataArray, *, title: str) -> Figure:
 
 @style.styled
 def kernel_flow(predicted: xr.DataArray, observed: xr.DataArray | None, *, ylabel: str,
-                title: str) -> Figure:
-    """Loss of kernel gradient flow with each width's eNTK (dashed) against the observed
-    ensemble loss (solid), both (param, width, <step>)."""
+                title: str, after: xr.DataArray | None = None) -> Figure:
+    """Loss of kernel gradient flow with each width's eNTK (dashed; ``after``, a second
+    kernel's, dotted) against the observed ensemble loss (solid), all (param, width,
+    <step>)."""
     params, widths = params_of(predicted), widths_of(predicted)
     colors = style.width_colors(widths)
     fig, axes = new_figure(len(params))
     for ax, p in zip(axes[0], params):
         plot_by_width(ax, predicted.sel(param=p), colors, step_dim(predicted), ls="--", lw=1.4)
+        if after is not None:
+            plot_by_width(ax, after.sel(param=p), colors, step_dim(after), ls=":", lw=1.4)
         if observed is not None:
             plot_by_width(ax, observed.sel(param=p), colors, step_dim(observed), lw=1.8)
         step_axis(ax, predicted[step_dim(predicted)].values)
         panel_title(ax, p)
-    log_y(axes[0, 0], predicted, observed)
+    log_y(axes[0, 0], *(a for a in (predicted, after, observed) if a is not None))
     axes[0, 0].set_ylabel(ylabel)
-    handles = [Line2D([], [], color="0.2", ls="--", label="kernel-flow prediction")]
+    label = "kernel-flow prediction" if after is None else "kernel flow, initial eNTK"
+    handles = [Line2D([], [], color="0.2", ls="--", label=label)]
+    if after is not None:
+        handles.append(Line2D([], [], color="0.2", ls=":", label="kernel flow, final eNTK"))
     if observed is not None:
         handles.append(Line2D([], [], color="0.2", label="observed (ensemble mean)"))
     fig_legend(fig, handles)

@@ -18,6 +18,7 @@ from widthscan.analysis import (
     entk_spectrum,
     extrapolate,
     kernel_distance,
+    learning_time,
     preactivation_distance,
     step_dim,
     successive_differences,
@@ -27,7 +28,7 @@ from widthscan.analysis.dims import ensemble_mean
 from widthscan.probes import preconditioners
 from widthscan.report import figures
 from widthscan.report.context import Context, Skip
-from widthscan.report.html import SectionOut
+from widthscan.report.html import FigureOut, SectionOut
 from widthscan.report.verdict import TOL, consistency, power_law_fit
 
 ENS = "Solid: ensemble mean over seeds; faint: single networks (one line per seed)"
@@ -82,8 +83,9 @@ def logits(ctx: Context) -> SectionOut:
     one = ds["logits"].isel(sel)
     inf = None
     if ctx.fit_var is not None and len(ctx.widths) >= 3:
-        ext = ctx.get("extrapolate", lambda: extrapolate(ds, var=ctx.fit_var, logits="logits"),
-                      show_notes=False)
+        ext = ctx.get("extrapolate:logit0", lambda: extrapolate(
+            ds, var=ctx.fit_var, logits="logits", examples={ex: [0], out_dim: [0]}),
+            show_notes=False)
         if "logits_inf" in ext:
             inf = ext["logits_inf"].isel(sel)
     fig1 = figures.logit_trajectory(
@@ -91,7 +93,10 @@ def logits(ctx: Context) -> SectionOut:
         title="One probe example's logit over training, across widths")
     cap1 = (f"Probe example 0, output 0. {ENS}."
             + (" Black: the per-example infinite-width extrapolation (analysis.extrapolate, "
-               "a·N^−α + c fitted across widths at each step)." if inf is not None else ""))
+               "a·N^−α + c fitted across widths at each step, on this example alone); left "
+               "out at steps where it is not trustworthy (fewer than 4 widths, R² < 0.9, not "
+               "monotone in width, exponent at its bound, or a limit further beyond the "
+               "widest width than the widths are spread)." if inf is not None else ""))
     ens = ctx.get("dist:logits:ens", lambda: distance_to_widest(
         ds, "logits", scaled=True, ensemble=True))
     single = ctx.get("dist:logits", lambda: distance_to_widest(ds, "logits", scaled=True))
@@ -356,13 +361,17 @@ def bias_variance_section(ctx: Context) -> SectionOut:
         _step_sel(bv, -1), ylabel=unit,
         title=f"Bias and variance over seeds against width (probe set, step {last})")
     fig2 = figures.variance_vs_ensemble(
-        _step_sel(vk, -1), ylabel="variance: ensemble loss − infinite-ensemble loss",
-        title=f"Variance of k-member ensembles (probe set, step {last})")
+        _step_sel(vk, -1), ylabel=unit,
+        title=f"Loss of k-member ensembles against k (probe set, step {last})")
     cap1 = ("analysis.bias_variance on the probe logits and the Dataset's targets: single-network "
             "loss = bias² + variance; the gap between a wide single network and a narrow "
             "ensemble is the bias of narrower width.")
-    cap2 = ("analysis.variance_vs_ensemble_size: the excess loss of k-member ensembles over the "
-            "infinite ensemble; dotted: the 1/k law of uncorrelated members.")
+    cap2 = ("analysis.variance_vs_ensemble_size, measured as in the paper's App. H: each point "
+            "is the loss, against the targets, of the averaged logits of k members, mean over "
+            "disjoint k-member sub-ensembles of the seeds (several random splits). Dotted: the "
+            "infinite-ensemble loss estimated from all seeds (mse: the unbiased bias², which "
+            "assumes independent members; ce: the 1/k intercept). Curves that flatten by "
+            "k ≈ 3-4 mean a few members already give the ensemble's (bias) loss.")
     return SectionOut("bias-variance", "Bias and variance over initializations", figures=[
         ctx.figure("bias_variance", fig1, cap1), ctx.figure("variance_ensemble", fig2, cap2)],
         paragraphs=[f"Loss used: {loss}, on the probe set's targets (the 'targets' variable)."])
@@ -385,24 +394,28 @@ def power_law(ctx: Context) -> SectionOut:
         values, fit, model=_power, ylabel=ctx.loss_label(f"{what} at step {step}"),
         title=f"Power law in width: {what} at step {step}, $L(N) = a\\,N^{{-\\alpha}} + c$")
     cap = ("Dots: each seed; line: analysis.fit_power_law on the seed means (variable "
-           "projection), with its asymptote c (shaded: 90% bootstrap interval over seeds).")
+           "projection, c ≥ 0), with its asymptote c (shaded: 90% profile-likelihood "
+           "interval, F quantile on the seeds' residual variance). A panel whose seed means "
+           "do not fall steadily with width (a rise beyond 2 standard errors, or no "
+           "significant drop from the narrowest to the widest) says 'no power law' and draws "
+           "no fit; a parameter at its bound is named in the legend.")
     return SectionOut("power-law", "Scaling with width (power law)",
                       figures=[ctx.figure("power_law", fig, cap)])
 
 
 def extrapolation(ctx: Context) -> SectionOut:
     var = ctx.fit_var
-    ext = ctx.get("extrapolate", lambda: extrapolate(
-        ctx.ds, var=var, logits="logits" if ctx.has("logits") else None))
+    ext = ctx.get("extrapolate", lambda: extrapolate(ctx.ds, var=var, logits=None))
     what = "probe loss" if var == "probe_loss" else "training loss"
     fig = figures.extrapolation(
         ensemble_mean(ctx.ds[var]), ext[f"{var}_inf"], lo=ext[f"{var}_inf_lo"],
         hi=ext[f"{var}_inf_hi"], reliable=ext["reliable"], ylabel=ctx.loss_label(what),
         title=f"Infinite-width extrapolation of the {what}")
-    cap = ("Coloured: seed-mean curves per width. Black: c(t) of a power law fitted across "
-           "widths at each step (analysis.extrapolate), shaded its 90% bootstrap interval; "
-           "hollow markers: steps the analysis flags as unreliable (few widths, poor fit, "
-           "exponent at its bound or c out of range).")
+    cap = ("Coloured: seed-mean curves per width. Black: c(t) ≥ 0 of a power law fitted "
+           "across widths at each step (analysis.extrapolate), shaded its 90% "
+           "profile-likelihood interval; hollow markers: steps the analysis flags as "
+           "unreliable (fewer than 4 widths, R² < 0.9, not steadily decreasing in width, "
+           "exponent at its bound, c at 0, or c out of range).")
     out = SectionOut("extrapolation", "Infinite-width extrapolation",
                      figures=[ctx.figure("extrapolation", fig, cap)])
     if var == "loss":
@@ -417,6 +430,104 @@ def extrapolation(ctx: Context) -> SectionOut:
 # ---------------------------------------------------------------- spectra
 
 
+KERNELS = {
+    1.0: ("lr-weighted eNTK Θ = Σ_l lr_scale_l J_l J_lᵀ (the kernel SGD's function-space "
+          "dynamics follow)"),
+    0.0: ("raw-parameter eNTK Θ = Σ_l J_l J_lᵀ (not the kernel the optimizer follows under "
+          "muP/mf away from the base width, nor under Adam)"),
+    None: ("eNTK (its weighting was not recorded: a store written before 'entk_weighting' "
+           "holds the raw-parameter kernel)"),
+}
+
+
+def _entk_weighting(ctx: Context) -> float | None:
+    """1.0 when every stored eNTK is lr-weighted, 0.0 when every one is raw, else None."""
+    if not ctx.has("entk_weighting"):
+        return None
+    codes = np.unique(ctx.ds["entk_weighting"].values)
+    codes = codes[np.isfinite(codes)]
+    return float(codes[0]) if codes.size == 1 else None
+
+
+def _flow_time(ctx: Context, steps: np.ndarray) -> np.ndarray:
+    """Kernel-flow time (lr = 1) at ``steps`` from the logged lr schedule, relative to the
+    first of ``steps``; the config's lr times steps without a logged schedule."""
+    if ctx.has("lr"):
+        lr = ctx.ds["lr"]
+        lr = lr.isel({d: 0 for d in lr.dims if d != step_dim(lr)})
+        ok = np.isfinite(lr.values)
+        tau = learning_time(lr[step_dim(lr)].values[ok], lr.values[ok], steps)
+    else:
+        tau = float(ctx.lr()) * steps.astype(np.float64)
+    return tau - tau[0]
+
+
+def _kernel_flow(ctx: Context, entk: xr.DataArray, bad: xr.DataArray, y: np.ndarray,
+                 kernel: str) -> tuple[FigureOut | None, str | None]:
+    """The kernel-flow figure on held-out probe examples, or why it is left out."""
+    ds = ctx.ds
+    weighting = _entk_weighting(ctx)
+    if _loss_for_targets(ctx) != "mse":
+        return None, "Kernel-flow prediction left out: it models MSE training."
+    if ctx.lr() is None:
+        return None, "Kernel-flow prediction left out: the learning rate is unknown."
+    if weighting == 0.0:
+        return None, ("Kernel-flow prediction left out: the stored eNTK is the raw-parameter "
+                      "kernel (runs trained with Adam store it), which no fixed-kernel flow "
+                      "of this run follows.")
+    if "output" in entk.dims:
+        return None, ("Kernel-flow prediction left out: it takes the eNTK traced over outputs "
+                      "(the probe's trace = true).")
+    n = entk.sizes["example"]
+    if not ctx.has("logits") or ds["logits"].sizes[ctx.last_dims("logits")[0]] < n:
+        return None, ("Kernel-flow prediction left out: it needs the probe logits on the "
+                      "eNTK's examples.")
+    ex, out = ctx.last_dims("logits")
+    logits = ds["logits"].rename({ex: "example", out: "output"}).isel(example=slice(0, n))
+    logits = logits.drop_vars("example", errors="ignore")
+    sd = step_dim(logits)
+    steps = logits[sd].values
+    fit, held = np.arange(0, n, 2), np.arange(1, n, 2)
+    f0 = ensemble_mean(logits).isel({sd: 0}, drop=True)
+    momentum = float(ctx.section("optimizer").get("momentum") or 0.0)
+    tau = _flow_time(ctx, steps)
+    kernel_steps = entk[step_dim(entk)].values
+
+    def flow(i: int) -> xr.DataArray:
+        finite = ~bad.isel({step_dim(bad): i}, drop=True)
+        return entk_flow_loss(entk, y, lr=1.0, steps=tau, f0=f0, momentum=momentum, fit=fit,
+                              kernel_step=int(kernel_steps[i])).assign_coords(
+                                  step=steps).where(finite)
+
+    first = ctx.get("flow_initial", lambda: flow(0))
+    final = ctx.get("flow_final", lambda: flow(-1)) if kernel_steps.size > 1 else None
+    targets = xr.DataArray(y.reshape(n, -1)[held], dims=("example", "output"))
+    observed = bias_variance(xr.Dataset({"logits": logits.isel(example=held),
+                                         "targets": targets}), loss="mse")["ensemble_loss"]
+    fig = figures.kernel_flow(
+        first, observed, after=final, ylabel="held-out probe loss (MSE)",
+        title="Kernel-flow predictions vs observed training, on held-out probe examples")
+    caption = (
+        f"Like with like, both on the odd-numbered probe examples (held out). Dashed: MSE of "
+        f"gradient flow with each width's seed-averaged {kernel} at step "
+        f"{int(kernel_steps[0])} frozen"
+        + (f" (dotted: the final one, step {int(kernel_steps[-1])}, the after-kernel)"
+           if final is not None else "")
+        + f", fitting the even-numbered probe examples as a stand-in for the data stream and "
+        f"moving the held-out ones through the kernel's cross block (analysis.entk_flow_loss: "
+        f"rate 2·lr/(P·C) for the mean of (f − y)² over P examples and C outputs, time Σ lr_t "
+        f"over the logged schedule{f', lr/(1 − {momentum:g}) for momentum' if momentum else ''}"
+        f"), from the observed ensemble-mean outputs at step {int(steps[0])}. Solid: the "
+        f"observed ensemble-mean loss on the same examples (analysis.bias_variance). A "
+        f"lazy network follows the dashed line; one that learns features leaves it after the "
+        f"early phase. The predictions level off once the {len(fit)} stand-in examples are "
+        f"fit; the run, which sees fresh data, can keep improving.")
+    if weighting is None:
+        caption += (" The kernel's weighting was not recorded: the prediction assumes the "
+                    "lr-weighted one.")
+    return ctx.figure("kernel_flow", fig, caption), None
+
+
 def spectra(ctx: Context) -> SectionOut:
     ds = ctx.ds
     d1, d2 = ctx.last_dims("entk")
@@ -426,13 +537,15 @@ def spectra(ctx: Context) -> SectionOut:
     # here and NaN results below (as every other ensemble quantity of that width).
     bad = ensemble_mean(entk).isnull().any(["example", "example2"])
     entk = entk.where(~bad, 0.0)
+    kernel = KERNELS[_entk_weighting(ctx)]
     t = ctx.targets()
-    paragraphs, figs = [], []
-    if t is not None and t.sizes.get(t.dims[0], 0) != entk.sizes["example"]:
+    n = entk.sizes["example"]
+    paragraphs, figs = [f"Kernel: the {kernel}, on the first {n} probe examples."], []
+    if t is not None and t.sizes.get(t.dims[0], 0) < n:
         paragraphs.append(f"C(k) and kernel flow left out: the targets cover "
-                          f"{t.sizes[t.dims[0]]} examples, the eNTK {entk.sizes['example']}.")
+                          f"{t.sizes[t.dims[0]]} examples, the eNTK {n}.")
         t = None
-    target_values = None if t is None else t.values
+    target_values = None if t is None else t.values[:n]
     spec = ctx.get("entk_spectrum", lambda: entk_spectrum(
         entk, targets=target_values).where(~bad))
     last = ctx.last_step("entk")
@@ -440,7 +553,7 @@ def spectra(ctx: Context) -> SectionOut:
         _step_sel(spec["eigenvalues"], -1), ylabel="eigenvalue (kernel units)",
         title=f"Spectrum of the ensemble-averaged eNTK at step {last}, across widths")
     figs.append(ctx.figure("entk_spectrum", fig1, (
-        "Eigenvalues of the seed-averaged empirical NTK on the probe examples "
+        f"Eigenvalues of the seed-averaged {kernel} on the probe examples "
         "(analysis.entk_spectrum), by rank.")))
     if t is None:
         if not ctx.has("targets"):
@@ -451,25 +564,13 @@ def spectra(ctx: Context) -> SectionOut:
             _step_sel(spec["task_power"], -1),
             title=f"Task alignment C(k) of the eNTK at step {last}, across widths")
         figs.append(ctx.figure("task_power", fig2, (
-            "Cumulative task power C(k) (analysis.task_power): the fraction of the target in the "
-            "top-k eigenvectors. A width whose C(k) rises later learns the task more slowly.")))
-        lr = ctx.lr()
-        if _loss_for_targets(ctx) != "mse":
-            paragraphs.append("Kernel-flow prediction left out: it models MSE training.")
-        elif lr is None:
-            paragraphs.append("Kernel-flow prediction left out: the learning rate is unknown.")
-        elif ctx.has("logits"):
-            steps = ds["logits"][step_dim(ds["logits"])].values
-            pred = ctx.get("flow", lambda: entk_flow_loss(
-                entk, target_values, lr=lr, steps=steps).where(
-                ~bad.isel({step_dim(bad): -1}, drop=True)))
-            bv = ctx.get("bv", lambda: bias_variance(_logits_ds(ctx), loss="mse"))
-            fig3 = figures.kernel_flow(
-                pred, bv["ensemble_loss"], ylabel="probe loss (MSE)",
-                title="Kernel-flow prediction from the final eNTK vs observed training")
-            figs.append(ctx.figure("kernel_flow", fig3, (
-                f"Dashed: gradient flow with each width's final eNTK frozen, η = {lr:g}, "
-                "from f = 0 (analysis.entk_flow_loss). Solid: the observed ensemble-mean probe "
-                "loss (analysis.bias_variance).")))
+            "Cumulative task power C(k) (analysis.task_power) of the same kernel: the fraction "
+            "of the target in the top-k eigenvectors. A width whose C(k) rises later learns "
+            "the task more slowly.")))
+        fig3, why = _kernel_flow(ctx, entk, bad, target_values, kernel)
+        if fig3 is not None:
+            figs.append(fig3)
+        if why:
+            paragraphs.append(why)
     return SectionOut("spectra", "eNTK spectra and task alignment", paragraphs=paragraphs,
                       figures=figs)

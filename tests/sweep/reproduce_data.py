@@ -66,7 +66,7 @@ def power_curves(widths=WIDTHS, n_steps: int = 20, alpha: float = 1.0, c: float 
 
 
 def kernels(rotation: np.ndarray, widths=WIDTHS, seeds=SEEDS, n_ex: int = 16,
-            rng_seed: int = 0) -> xr.Dataset:
+            rng_seed: int = 0, param: str = "ntp") -> xr.Dataset:
     """eNTKs with one spectrum whose eigenvectors are rotated away from the target by
     ``rotation[j]`` radians at width j, and the regression target (example, output)."""
     rng = np.random.default_rng(rng_seed)
@@ -81,8 +81,8 @@ def kernels(rotation: np.ndarray, widths=WIDTHS, seeds=SEEDS, n_ex: int = 16,
         vals[0, j] = (v * lam) @ v.T
     entk = xr.DataArray(vals, dims=("param", "width", "seed", "entk_step", "example",
                                     "example2"),
-                        coords={**_coords(["mup"], widths, seeds), "entk_step": [100]})
+                        coords={**_coords([param], widths, seeds), "entk_step": [100]})
     targets = xr.DataArray(np.broadcast_to(y[:, None], (1, len(widths), len(seeds), 1, n_ex, 1)),
                            dims=("param", "width", "seed", "targets_step", "example", "output"),
-                           coords={**_coords(["mup"], widths, seeds), "targets_step": [0]})
+                           coords={**_coords([param], widths, seeds), "targets_step": [0]})
     return xr.Dataset({"entk": entk, "targets": targets})

@@ -167,7 +167,7 @@ def test_spectral_claims():
     aligned_when_narrow = kernels(np.array([0.0, 0.1, 0.3, 0.6, 0.9]))
     assert verdict("spectral", "alignment", aligned_when_narrow) == FAIL
     assert verdict("spectral", "flow", aligned_when_narrow) == FAIL
-    est = stats.spectral_stat("spectrum_deviation", n_boot=0)(aligned_when_wide)
+    est = stats.spectral_stat("spectrum_deviation", param="ntp", n_boot=0)(aligned_when_wide)
     assert est.value == pytest.approx(0.0, abs=1e-9)  # rotations keep the spectrum
 
 

@@ -35,13 +35,16 @@ def _sweep(widths: list[int], base_width: int, seeds: int, task: Config, model: 
 
 def mlp_gegenbauer(scale: str, probes: Config, params: tuple[str, ...] = ("mup",),
                    seeds: int | None = None, lr: float = 0.05, steps: int | None = None,
-                   degree: int = 3) -> Config:
-    """3-layer MLP on a Gegenbauer polynomial of a random direction (App. A.1), SGD."""
+                   degree: int = 3, cpu_widths: list[int] | None = None) -> Config:
+    """3-layer MLP on a Gegenbauer polynomial of a random direction (App. A.1), SGD;
+    ``cpu_widths`` replaces the CPU widths (32-512)."""
     widths, base, k, n, batch, n_probe = {
         "cpu": ([32, 64, 128, 256, 512], 32, 4, 1000, 64, 128),
         "gpu": ([64, 128, 256, 512, 1024, 2048, 4096], 64, 8, 20000, 256, 1024),
         "paper": ([64, 128, 256, 512, 1024, 2048, 4096], 64, 8, 20000, 256, 1024),
     }[scale]
+    if cpu_widths and scale == "cpu":
+        widths, base = cpu_widths, min(cpu_widths)
     return _sweep(widths, base, seeds or k,
                   {"name": "gegenbauer", "probe_examples": n_probe,
                    "options": {"dim": 10, "degree": degree}},
@@ -51,9 +54,10 @@ def mlp_gegenbauer(scale: str, probes: Config, params: tuple[str, ...] = ("mup",
 
 
 def mlp_polynomial(scale: str, probes: Config, params: tuple[str, ...] = ("mup", "sp"),
-                   lr: float = 0.2) -> Config:
+                   lr: float = 0.12) -> Config:
     """3-layer MLP on a quadratic polynomial, small batch and a large learning rate
-    (App. E.1, Fig. 15): the regime of batch-noise and large-lr fluctuations."""
+    (App. E.1, Fig. 15): the regime of batch-noise and large-lr fluctuations. lr 0.2 was
+    past the edge on CPU (a muP member diverged at width 512), hence 0.12."""
     widths, base, k, n, batch, n_probe = {
         "cpu": ([32, 64, 128, 256, 512], 32, 4, 600, 8, 128),
         "gpu": ([64, 128, 256, 512, 1024, 2048, 4096], 64, 8, 5000, 8, 1024),
@@ -73,7 +77,7 @@ def resnet_vision(scale: str, probes: Config, params: tuple[str, ...] = ("mup",)
     """ResNet-18 (LayerNorm) on CIFAR-5M (``paper``) or its ``synthetic_vision`` stand-in,
     SGD momentum 0.9, cosine schedule (App. A.2.1)."""
     widths, base, k, n, bs, n_probe = {
-        "cpu": ([4, 8, 16, 32], 4, 3, 200, 32, 64),
+        "cpu": ([2, 4, 8, 16], 2, 3, 200, 32, 64),
         "gpu": ([16, 32, 64, 128, 256], 64, 4, 4000, 250, 512),
         "paper": ([16, 32, 64, 128, 256, 512], 64, 4, 20000, 250, 1000),
     }[scale]

@@ -511,11 +511,12 @@ def power_law_stat(kind: str, var: str = "probe_loss", param: str = "mup") -> Me
 # ---------------------------------------------------------------- spectra of the eNTK
 
 
-def _normalized_entk(ds: xr.Dataset) -> xr.DataArray:
-    """The seed-ensembled eNTK at its last step divided by its trace, (width, P, P)."""
+def _normalized_entk(ds: xr.Dataset, index: int = -1) -> xr.DataArray:
+    """The seed-ensembled eNTK at its logged step ``index`` (-1: the after-kernel, 0: at
+    initialization) divided by its trace, (width, P, P)."""
     k = ds["entk"].astype(np.float64)
     sd = analysis.step_dim(k)
-    k = seed_mean(k.isel({sd: -1}, drop=True)).squeeze("param", drop=True)
+    k = seed_mean(k.isel({sd: index}, drop=True)).squeeze("param", drop=True)
     a, b = (str(d) for d in k.dims[-2:])
     trace = xr.apply_ufunc(lambda m: np.trace(m, axis1=-2, axis2=-1), k,
                            input_core_dims=[[a, b]])
@@ -526,9 +527,11 @@ def _labels(ds: xr.Dataset, n: int) -> np.ndarray:
     return probe_targets(ds["targets"]).values[:n]
 
 
-def spectral_stat(kind: str, param: str = "mup", top: int = 10, n_boot: int | None = None
-                  ) -> Measure:
-    """Spectral statistics of the trace-normalized, seed-ensembled after-kernel (Fig. 10):
+def spectral_stat(kind: str, param: str = "mup", top: int = 10, n_boot: int | None = None,
+                  index: int = -1) -> Measure:
+    """Spectral statistics of the trace-normalized, seed-ensembled eNTK at its logged step
+    ``index`` (-1: the after-kernel; 0: at initialization, the kernel of the lazy limit)
+    (Fig. 10):
 
     - ``spectrum_deviation``: mean over the top ``top`` eigenvalues of
       |log(lambda_narrowest / lambda_widest)|;
@@ -543,7 +546,7 @@ def spectral_stat(kind: str, param: str = "mup", top: int = 10, n_boot: int | No
         return only(at_param(ds, param), "entk")
 
     def stat(ds: xr.Dataset) -> float:
-        k = _normalized_entk(ds)
+        k = _normalized_entk(ds, index)
         if k.sizes["width"] < 2:
             raise Undecidable("needs at least 2 widths")
         if not np.all(np.isfinite(k.values)):

@@ -196,3 +196,12 @@ def test_offline_claims():
     assert verdict("offline", "train-loss-not-converged", apart) == PASS
     together = losses({"mup": np.repeat(1.0 + 0.01 / w, 30, 1)}, var="loss")
     assert verdict("offline", "train-loss-not-converged", together) == FAIL
+
+
+def test_claims_read_dims_under_the_loaders_per_variable_names():
+    # ws.load may name a probe's sample dim after its variable (logits_example, ...)
+    ds = logits(decay=0.5).rename({"example": "logits_example"})
+    ds["targets"] = ds["targets"].rename({"logits_example": "targets_example"})
+    for cid in ("resnet-distance", "resnet-successive", "resnet-one-point"):
+        assert verdict("logits", cid, ds) == PASS, cid
+    assert stats.example_dims(ds["logits"]) == ["logits_example"]

@@ -45,7 +45,7 @@ def bootstrap(stat: Stat, prepare: Callable[[xr.Dataset], xr.Dataset] = lambda d
 
     def measure(ds: xr.Dataset) -> Estimate:
         n = N_BOOT if n_boot is None else n_boot
-        small = prepare(ds)
+        small = prepare(ds).load()  # one read of a lazily loaded sweep, then many resamples
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             value = stat(small)
@@ -108,9 +108,8 @@ def only(ds: xr.Dataset, *names: str) -> xr.Dataset:
     need(ds, *names)
     small = ds[list(names)]
     for name in names:
-        for dim in ["layer", *example_dims(ds[name])]:
-            if dim in ds[name].dims:
-                small = small.dropna(dim, how="all", subset=[name])
+        for dim in [*layer_dims(ds[name]), *example_dims(ds[name])]:
+            small = small.dropna(dim, how="all", subset=[name])
     if "targets" in ds.data_vars:
         small["targets"] = probe_targets(ds["targets"])
     return small
@@ -128,11 +127,21 @@ def probe_targets(t: xr.DataArray) -> xr.DataArray:
     return t
 
 
+SAMPLE_DIMS = ("example", "example2", "position")
+
+
 def example_dims(da: xr.DataArray) -> list[str]:
-    """The probe-example dims of ``da`` (``example``, ``example_logits``, ...), first one
-    first; second kernel axes (``example2...``) come last."""
-    dims = [str(d) for d in da.dims if str(d).startswith("example")]
-    return sorted(dims, key=lambda d: "2" in d)
+    """The probe-sample dims of ``da`` whatever the loader named them (``example``,
+    ``logits_example``, ``kernel_example2``, ``logits_position``, ...); a second kernel
+    axis comes last."""
+    dims = [str(d) for d in da.dims
+            if str(d) in SAMPLE_DIMS or str(d).endswith(tuple("_" + s for s in SAMPLE_DIMS))]
+    return sorted(dims, key=lambda d: d.endswith("2"))
+
+
+def layer_dims(da: xr.DataArray) -> list[str]:
+    """The layer dim of ``da`` (``layer`` or ``<variable>_layer``), if any."""
+    return [str(d) for d in da.dims if str(d) == "layer" or str(d).endswith("_layer")]
 
 
 def widths_of(da: xr.DataArray) -> np.ndarray:

@@ -71,6 +71,21 @@ def mlp_polynomial(scale: str, probes: Config, params: tuple[str, ...] = ("mup",
                   {"steps": n, "batch_size": batch}, probes, params)
 
 
+def mlp_eos(scale: str, probes: Config, lr: float = 0.2) -> Config:
+    """3-layer muP MLP on a Gegenbauer polynomial with a large batch, where the edge of
+    stability appears (Fig. 6a used batch 2000: EoS "only occurs at high batch sizes")."""
+    widths, base, k, n, batch = {
+        "cpu": ([32, 64, 128, 256, 512], 32, 3, 400, 512),
+        "gpu": ([64, 128, 256, 512, 1024, 2048, 4096], 64, 4, 2000, 2000),
+        "paper": ([64, 128, 256, 512, 1024, 2048, 4096], 64, 4, 2000, 2000),
+    }[scale]
+    return _sweep(widths, base, k,
+                  {"name": "gegenbauer", "probe_examples": 128,
+                   "options": {"dim": 10, "degree": 3}},
+                  {"family": "mlp", "options": {"depth": 3}},
+                  {"name": "sgd", "lr": lr}, {"steps": n, "batch_size": batch}, probes)
+
+
 def resnet_vision(scale: str, probes: Config, params: tuple[str, ...] = ("mup",),
                   seeds: int | None = None, lr: float = 0.05, batch: int | None = None,
                   steps: int | None = None, mode: Config | None = None) -> Config:

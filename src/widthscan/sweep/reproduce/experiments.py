@@ -134,6 +134,8 @@ REPRESENTATIONS = Experiment(
 
 _SHARP = {"loss": {}, "sharpness": {"n_log": 6, "n_linear": 6,
                                     "options": {"k": 1, "batch_size": 256, "max_iter": 40}}}
+_EOS = {"loss": {}, "sharpness": {"n_log": 6, "n_linear": 6,
+                                  "options": {"k": 1, "batch_size": 512, "max_iter": 30}}}
 
 SHARPNESS = Experiment(
     name="sharpness",
@@ -143,10 +145,12 @@ SHARPNESS = Experiment(
             "large-lr fluctuations of the loss agree across widths early on in muP, not in SP.",
     claims=(
         _claim("sharpness-grows", "muP: sharpness grows and settles (edge of stability)",
-               "Fig. 6a", "mlp", "final / initial sharpness of the widest muP network", ">",
-               1.5, stats.sharpness_stat("growth")),
+               "Fig. 6a", "eos", "final sharpness / its minimum during training, widest muP "
+               "network", ">", 1.5, stats.sharpness_stat("growth"),
+               why="measured from the minimum: at a large lr the initial sharpness can be "
+                   "above 2/lr, and a catapult brings it down before it grows back"),
         _claim("sharpness-agrees", "muP: the settled sharpness agrees across wide widths",
-               "Fig. 6a", "mlp", "(max - min) / mean of the final sharpness over the upper "
+               "Fig. 6a", "eos", "(max - min) / mean of the final sharpness over the upper "
                "half of widths", "<", 0.25, stats.sharpness_stat("spread")),
         _claim("mlp-mup-fluctuations", "muP: batch-noise fluctuations of the training loss "
                "agree across widths early on", "Figs. 15a, 15b", "mlp",
@@ -168,13 +172,14 @@ SHARPNESS = Experiment(
                stats.curve_distance_ratio("loss", "sp", "mup", until=0.3)),
     ),
     sweeps=_parts({
+        "eos": lambda s: configs.mlp_eos(s, _EOS),
         "mlp": lambda s: configs.mlp_polynomial(s, _SHARP),
         "resnet": lambda s: configs.resnet_vision(s, LOSS, params=("mup", "sp"), lr=0.3,
                                                   batch=32, steps=None if s != "paper"
                                                   else 2000),
     }),
-    notes="Fig. 6a's own setup (lr 0.01, batch 2000, a few hundred steps) is the `paper` "
-          "scale of a ResNet sharpness run; on CPU the sharpness claims use the App. E.1 MLP.",
+    notes="The sharpness claims use a large-batch MLP (part eos; Fig. 6a: EoS needs a large "
+          "batch); at batch 8 (part mlp, App. E.1) the sharpness fell during training.",
 )
 
 # Online ensembles on CPU: narrow widths (8 and up) so that the bias of narrower width shows,

@@ -593,7 +593,8 @@ def spectral_stat(kind: str, param: str = "mup", top: int = 10, n_boot: int | No
 def sharpness_stat(kind: str, param: str = "mup", n_boot: int | None = None) -> Measure:
     """Top Hessian eigenvalue (``sharpness``, eigen 0) over training (Fig. 6a):
 
-    - ``growth``: widest width's seed-mean final sharpness over its value at step 0;
+    - ``growth``: widest width's seed-mean final sharpness over its minimum during
+      training (progressive sharpening, after a catapult if the start is above 2/lr);
     - ``spread``: (max - min) / mean of the seed-mean final sharpness over the widths in
       the upper half (the widest included).
     """
@@ -610,11 +611,11 @@ def sharpness_stat(kind: str, param: str = "mup", n_boot: int | None = None) -> 
         sd = analysis.step_dim(s)
         if kind == "growth":
             wide = s.isel(width=-1)
-            first = float(wide.isel({sd: 0}))
+            lowest = float(wide.min(sd))
             last = finite(float(tail_mean(wide, 1.0, 0.3)), "final sharpness")
-            if not np.isfinite(first) or first <= 0:
-                raise Undecidable("no positive sharpness at step 0")
-            return last / first
+            if not np.isfinite(lowest) or lowest <= 0:
+                raise Undecidable("no positive sharpness")
+            return last / lowest
         if kind == "spread":
             final = per_width(tail_mean(s, 1.0, 0.3), "final sharpness")
             upper = final.isel(width=slice(final.sizes["width"] // 2, None)).values

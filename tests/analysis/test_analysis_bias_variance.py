@@ -239,3 +239,35 @@ def test_targets_that_differ_between_runs_raise(loaded):
     bad["targets"][0, 1, 0, 0, 0, 0] += 1.0
     with pytest.raises(ValueError, match="targets differ"):
         bias_variance(bad)
+
+
+def test_per_token_cross_entropy_matches_targets_by_position_label():
+    """Loaded text sweeps: logits on a few predicted positions, targets on all of them
+    (in another order); every token is scored against its own target."""
+    from scipy.special import log_softmax
+
+    rng = np.random.default_rng(3)
+    pos_f, pos_t = np.array([7, 2, 11]), np.array([11, 0, 2, 5, 7])
+    v, k = 5, 3
+    f = rng.standard_normal((1, 2, k, 1, pos_f.size, v))
+    labels = {11: 4, 0: 1, 2: 0, 5: 3, 7: 2}
+    logits = xr.DataArray(
+        f, dims=("param", "width", "seed", "logits_step", "logits_position", "output"),
+        coords={"param": ["mup"], "width": [8, 16], "seed": [0, 1, 2], "logits_step": [5],
+                "logits_position": pos_f})
+    t = np.broadcast_to(np.array([labels[p] for p in pos_t], float), (1, 2, k, 1, pos_t.size))
+    targets = xr.DataArray(
+        t, dims=("param", "width", "seed", "targets_step", "targets_position"),
+        coords={"param": ["mup"], "width": [8, 16], "seed": [0, 1, 2], "targets_step": [0],
+                "targets_position": pos_t})
+    bv = bias_variance(xr.Dataset({"logits": logits, "targets": targets}), loss="ce")
+    y = np.array([labels[p] for p in pos_f])
+    tokens = np.arange(pos_f.size)
+
+    def ce(a):
+        return -log_softmax(a, -1)[..., tokens, y].mean(-1)
+
+    single = ce(f[0, :, :, 0]).mean(1)
+    ens = ce(f[0, :, :, 0].mean(1))
+    np.testing.assert_allclose(bv["single_loss"].isel(param=0, logits_step=0).values, single)
+    np.testing.assert_allclose(bv["ensemble_loss"].isel(param=0, logits_step=0).values, ens)

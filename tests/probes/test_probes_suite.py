@@ -154,7 +154,9 @@ def test_sequence_model_logits_at_predicted_positions():
     out = probes.logits(ens, x, y, n_full=2)
     full = ens.forward(x).detach().numpy()
     target = out["target_logit"]
-    np.testing.assert_array_equal(target.coords["example"], [2, 11, 12])
+    assert target.dims == ("position",) and out["logits"].dims == ("position", "output")
+    np.testing.assert_array_equal(target.coords["position"], [2, 11, 12])
+    np.testing.assert_array_equal(out["logits"].coords["position"], [2, 11])
     np.testing.assert_allclose(target.values, full[:, [0, 1, 2], [2, 5, 0], [4, 7, 1]])
     assert out["logits"].values.shape == (2, 2, 11)
     np.testing.assert_allclose(out["logits"].values, full[:, [0, 1], [2, 5]])

@@ -1,4 +1,5 @@
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -135,24 +136,28 @@ def test_coordinates(ds):
     assert ds["step"].values.tolist() == list(SCALAR_STEPS)
     assert ds["logits_step"].values.tolist() == list(LOGIT_STEPS)
     assert ds["kernels_step"].values.tolist() == list(KERNEL_STEPS)
-    assert ds["layer"].values.tolist() == LAYERS
+    assert ds["kernel_layer"].values.tolist() == LAYERS
 
 
 def test_variable_dims(ds):
     assert ds["loss"].dims == ("param", "width", "seed", "step")
     assert ds["lr"].dims == ("param", "width", "seed", "step")
-    assert ds["logits"].dims == ("param", "width", "seed", "logits_step", "example", "output")
-    assert ds["margin"].dims == ("param", "width", "seed", "logits_step", "example")
+    assert ds["logits"].dims == (
+        "param", "width", "seed", "logits_step", "logits_example", "output")
+    assert ds["margin"].dims == ("param", "width", "seed", "logits_step", "margin_example")
     assert ds["kernel"].dims == (
         "param",
         "width",
         "seed",
         "kernels_step",
-        "layer",
-        "example",
-        "example2",
+        "kernel_layer",
+        "kernel_example",
+        "kernel_example2",
     )
-    assert ds.sizes["example"] == 3 and ds.sizes["output"] == 2 and ds.sizes["example2"] == 3
+    assert ds.sizes["logits_example"] == 3 and ds.sizes["output"] == 2
+    assert ds.sizes["kernel_example2"] == 3
+    assert ds["kernel"].attrs["dims_on_disk"] == ["layer", "example", "example2"]
+    assert ds["kernel"].attrs["per"] == "example"
 
 
 @pytest.mark.parametrize(
@@ -259,23 +264,106 @@ def test_clashing_dims_are_renamed_and_labels_are_unioned(tmp_path):
 
     for width, layers in ((8, ["a", "b"]), (16, ["b", "c"])):
         rs = RunStore(run_dir(tmp_path, "mup", width))
-        rs.write_probe("logits", 0, {"logits": Measurement(("example",), np.full((1, 3), width))})
+        rs.write_probe("logits", 0, {"logits": Measurement(("output",), np.full((1, 3), width))})
         stats = np.array([[[width, 0.0], [width + 1, 1.0]]])
         rs.write_probe(
             "kernels",
             0,
             {
-                "kernel": Measurement(("example", "example2"), np.ones((1, 4, 4))),
+                "kernel": Measurement(("output", "example2"), np.ones((1, 4, 4))),
                 "stats": Measurement(("layer", "stat"), stats, {"layer": layers}),
             },
         )
         rs.write_status({"state": "done", "step": 0, "steps": 1, "seeds": [0]})
-    with pytest.warns(LoadWarning, match="logits_example"):
+    with pytest.warns(LoadWarning, match="logits_output"):
         ds = load(tmp_path)
-    assert ds["kernel"].dims[-2:] == ("example", "example2") and ds.sizes["example"] == 4
-    assert ds["logits"].dims[-1] == "logits_example" and ds.sizes["logits_example"] == 3
+    assert ds["kernel"].dims[-2:] == ("output", "kernel_example2") and ds.sizes["output"] == 4
+    assert ds["logits"].dims[-1] == "logits_output" and ds.sizes["logits_output"] == 3
     assert (ds["logits"].sel(width=16).values == 16).all()
-    assert ds["layer"].values.tolist() == ["a", "b", "c"]
+    assert ds["stats_layer"].values.tolist() == ["a", "b", "c"]
     got = ds["stats"].isel(param=0, seed=0, kernels_step=0, stat=0)
     np.testing.assert_array_equal(got.sel(width=8).values, [8, 9, np.nan])
     np.testing.assert_array_equal(got.sel(width=16).values, [np.nan, 16, 17])
+
+
+class _ShardOpens:
+    """Counts opens of probe shards (.npz) through builtins.open and zipfile."""
+
+    def __init__(self, monkeypatch):
+        import builtins
+        import zipfile
+
+        self.paths: list[str] = []
+        real_open, real_zip = builtins.open, zipfile.ZipFile.__init__
+
+        def counting_open(file, *args, **kwargs):
+            if str(file).endswith(".npz"):
+                self.paths.append(str(file))
+            return real_open(file, *args, **kwargs)
+
+        def counting_zip(zf, file, *args, **kwargs):
+            if isinstance(file, (str, os.PathLike)) and str(file).endswith(".npz"):
+                self.paths.append(str(file))
+            return real_zip(zf, file, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", counting_open)
+        monkeypatch.setattr(zipfile.ZipFile, "__init__", counting_zip)
+
+
+def test_load_opens_no_probe_shard_until_values_are_asked_for(sweep, monkeypatch):
+    opens = _ShardOpens(monkeypatch)
+    with pytest.warns(IncompleteSweepWarning):
+        lazy = load(sweep)
+    assert opens.paths == []
+    assert lazy["loss"].chunks is None and lazy["kernel"].chunks is not None
+    one = lazy["kernel"].sel(param="sp", width=128, kernels_step=8)
+    assert opens.paths == []
+    np.testing.assert_array_equal(one.sel(seed=9).values, kernel("sp", 128, 9, 8))
+    assert [os.path.basename(p) for p in opens.paths] == ["000000008.npz"]
+    assert "param=sp" in opens.paths[0] and "width=128" in opens.paths[0]
+    opens.paths.clear()
+    assert lazy["logits"].values.shape[0] == len(PARAMS)
+    written = sum(step <= last_step(p, w) for p, w in itertools.product(PARAMS, WIDTHS)
+                  for step in LOGIT_STEPS)
+    assert len(opens.paths) == written
+
+
+def test_store_without_shapes_in_dims_json_loads_the_same(tmp_path, sweep, ds):
+    """Stores written before dims.json recorded shapes are laid out from shard headers."""
+    import json
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(sweep, old)
+    for path in old.rglob("dims.json"):
+        specs = json.loads(path.read_text())
+        path.write_text(json.dumps({v: {k: s[k] for k in ("dims", "coords")}
+                                    for v, s in specs.items()}))
+    with pytest.warns(IncompleteSweepWarning):
+        got = load(old)
+    for var in ("logits", "kernel", "margin"):
+        np.testing.assert_array_equal(got[var].values, ds[var].values)
+
+
+def test_final_loss_table_reads_no_probe_shard(sweep, monkeypatch):
+    """The table ``widthscan run`` prints at the end (final_loss of ws.load) needs only
+    the scalars."""
+    from widthscan.analysis.summary import final_loss
+
+    opens = _ShardOpens(monkeypatch)
+    with pytest.warns(IncompleteSweepWarning):
+        table = final_loss(load(sweep))
+    assert opens.paths == []
+    row = table[(table["param"] == "sp") & (table["width"] == 64)].iloc[0]
+    assert row["loss"] == pytest.approx(np.mean([loss("sp", 64, s, 9) for s in (3, 7)]))
+
+
+def test_without_dask_the_same_values_are_read_at_once(sweep, ds, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "dask.array", None)
+    with pytest.warns(IncompleteSweepWarning):
+        eager = load(sweep)
+    assert eager["kernel"].chunks is None
+    for var in ("logits", "kernel", "margin"):
+        np.testing.assert_array_equal(eager[var].values, ds[var].values)

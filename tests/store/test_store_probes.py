@@ -40,6 +40,9 @@ def test_probe_shards_roundtrip_exactly(tmp_path):
     assert dims["kernel"] == {
         "dims": ["layer", "example", "example2"],
         "coords": {"layer": list(layers)},
+        "shape": list(_kernel(1).shape[1:]),
+        "members": _kernel(1).shape[0],
+        "dtype": _kernel(1).dtype.str,
     }
 
     got = RunStore(tmp_path).read_probes()

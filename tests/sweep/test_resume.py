@@ -7,8 +7,7 @@ import time
 
 import numpy as np
 import pytest
-import xarray as xr
-from sweep_helpers import cli, small_config
+from sweep_helpers import assert_same_results, cli, small_config
 
 import widthscan as ws
 from widthscan.store import load, load_status
@@ -26,14 +25,6 @@ def finish(config, out):
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr
     return stdout
-
-
-def assert_same_results(a: xr.Dataset, b: xr.Dataset) -> None:
-    assert set(a.data_vars) == set(b.data_vars)
-    for name in a.data_vars:
-        np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
-    for name in a.coords:
-        np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
 
 
 def steps_done(out) -> int:
@@ -72,7 +63,7 @@ def test_killed_sweep_resumes_to_identical_results(tmp_path, write_config):
 
 
 def test_second_run_on_same_directory_refuses_and_names_holder(tmp_path, write_config):
-    config = write_config(small_config(steps=3000, every=500))
+    config = write_config(small_config(steps=100_000, every=500))
     out = tmp_path / "sweep"
     first = cli("run", str(config), "-o", str(out), "--quiet")
     deadline = time.time() + 60
@@ -80,6 +71,7 @@ def test_second_run_on_same_directory_refuses_and_names_holder(tmp_path, write_c
         time.sleep(0.2)
     second = cli("run", str(config), "-o", str(out), "--quiet")
     _, err = second.communicate(timeout=120)
+    assert first.poll() is None, "the first run ended before the second tried the lock"
     assert second.returncode == 2
     assert str(first.pid) in err
     first.send_signal(signal.SIGKILL)

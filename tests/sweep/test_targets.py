@@ -35,7 +35,7 @@ def test_probe_targets_are_stored_and_reach_the_report(tmp_path, name):
     task = ws.tasks.make(name, seed=sweep.config.task.seed, **TASKS[name])
     _, y = task.probe_set(16)
     targets = ds["targets"]
-    assert targets.sizes["example"] == ds["logits"].sizes["example"] == 16
+    assert targets.sizes["targets_example"] == ds["logits"].sizes["logits_example"] == 16
     for width in (16, 32):
         for seed in range(2):
             got = targets.sel(param="mup", width=width, seed=seed).isel(targets_step=0)

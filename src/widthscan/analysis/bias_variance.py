@@ -7,6 +7,13 @@ examples and outputs; ``ce`` the mean over examples of -sum_c y_c log softmax(f)
 Targets are an argument (numpy (example,) or (example, output), or a DataArray
 with an ``example`` dim) or ``ds["targets"]``. For ``mse``, integer labels of
 shape (example,) are one-hot encoded when ``output`` has more than one entry.
+
+Language models are scored per token, as the paper does for masked tokens: the
+logits probe stores (position, output) logits at predicted token positions and the
+targets variable the target token at each position; a position plays the part of
+an example (losses are means over tokens), and predictions and targets are matched
+by their position labels. Loaded sample dims (``logits_example``,
+``logits_position``, ``targets_position``, ...) are matched the same way.
 """
 
 from __future__ import annotations
@@ -18,11 +25,38 @@ import numpy as np
 import xarray as xr
 from scipy.special import logsumexp
 
-from widthscan.analysis.dims import get_var, ordered, reference_width, select_reference
+from widthscan.analysis.dims import (
+    get_var,
+    ordered,
+    reference_width,
+    sample_dims,
+    select_reference,
+)
 
 Loss = Literal["mse", "ce"]
 ArrayLike = np.ndarray | xr.DataArray
 IGNORE_INDEX = -100
+
+
+def _as_example(da: xr.DataArray) -> xr.DataArray:
+    """``da`` with its one sample dim (example or token position, see dims.sample_dims)
+    named ``example``."""
+    found = sample_dims(da)
+    if len(found) > 1:
+        raise ValueError(f"{da.name!r} has several sample dims {found}; expected one")
+    return da.rename({found[0]: "example"}) if found and found[0] != "example" else da
+
+
+def stored_targets(t: xr.DataArray) -> xr.DataArray:
+    """Targets as ``ws.load`` stores them (the same for every member, see ``_shared``) as
+    (example[, output]), the sample dim (``targets_example``, ``targets_position``, ...)
+    named ``example``, in memory; integral floats become int64 labels."""
+    t = _as_example(_shared(t)).compute()
+    if t.ndim == 1 and not np.issubdtype(t.dtype, np.integer):
+        v = t.values
+        if np.isfinite(v).all() and np.array_equal(v, np.round(v)):
+            t = t.astype(np.int64)
+    return t
 
 
 def _targets(
@@ -36,7 +70,7 @@ def _targets(
     if not isinstance(targets, xr.DataArray):
         t = np.asarray(targets)
         targets = xr.DataArray(t, dims=("example", "output")[: t.ndim])
-    targets = _shared(targets)
+    targets = stored_targets(targets)
     if "example" in f.coords and "example" in targets.coords:
         targets = targets.sel(example=f["example"])
     n_out = f.sizes.get("output", 1)
@@ -93,7 +127,7 @@ def _loss(f: xr.DataArray, y: xr.DataArray, mask: xr.DataArray, loss: str) -> xr
 
 
 def _logits(ds: xr.Dataset | xr.DataArray, var: str) -> xr.DataArray:
-    f = get_var(ds, var).astype(np.float64)
+    f = _as_example(get_var(ds, var).astype(np.float64))
     if "seed" not in f.dims:
         raise ValueError(f"{var!r} has no 'seed' dim: ensembles need several members")
     return f

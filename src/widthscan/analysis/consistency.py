@@ -20,6 +20,7 @@ from widthscan.analysis.dims import (
     ensemble_mean,
     find_step_dim,
     get_var,
+    layer_dim,
     ordered,
     reduced_dims,
     reference_width,
@@ -48,7 +49,7 @@ def _prepare(
 
 def _finish(out: xr.DataArray, da: xr.DataArray, ref_w: xr.DataArray, name: str, **attrs):
     out = out.assign_coords(reference_width=ref_w)
-    lead = (*_LEAD, *([find_step_dim(da)] if find_step_dim(da) else []), "layer")
+    lead = (*_LEAD, *(d for d in (find_step_dim(da), layer_dim(da)) if d))
     out = ordered(out, *lead)
     out.name = name
     out.attrs.update(attrs)
@@ -107,7 +108,7 @@ def successive_differences(
     if not parts:
         raise ValueError("successive differences need at least two widths")
     out = xr.concat(parts, dim="width").assign_coords(width_next=("width", widths[1:]))
-    lead = (*_LEAD, *([find_step_dim(da)] if find_step_dim(da) else []), "layer")
+    lead = (*_LEAD, *(d for d in (find_step_dim(da), layer_dim(da)) if d))
     out = ordered(out, *lead)
     out.name = f"{da.name or var}_successive"
     out.attrs.update(metric="rms", scaled=int(scaled), ensemble=int(ensemble))
@@ -140,17 +141,19 @@ def kernel_distance(
     var: str = "kernel",
     metric: Literal["cka", "frobenius"] = "cka",
     ensemble: bool = False,
-    dims: tuple[str, str] = ("example", "example2"),
+    dims: tuple[str, str] | None = None,
 ) -> xr.DataArray:
     """Distance of each width's Gram matrices to the widest network's (Fig. 5).
 
     metric="cka": 1 - CKA (centered kernel alignment, float64; 0 = same up to
     scale); metric="frobenius": ||K_w - K_ref||_F / ||K_ref||_F. ``dims`` are the two
-    example dims of ``var``. Returns (param, width, [seed,] <step dim>, [layer, ...]).
+    example dims of ``var`` (default: its last two, e.g. kernel_example, kernel_example2).
+    Returns (param, width, [seed,] <step dim>, [layer, ...]).
     """
     if metric not in ("cka", "frobenius"):
         raise ValueError(f"metric={metric!r}; allowed: 'cka', 'frobenius'")
     da, ref_w, ref = _prepare(ds, var, ensemble)
+    dims = tuple(dims) if dims is not None else tuple(str(d) for d in da.dims[-2:])
     fn = _cka_distance if metric == "cka" else relative_frobenius
 
     def apply(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -214,6 +217,9 @@ def preactivation_distance(
     """
     h = get_var(ds, hist)
     e = get_var(ds, edges)
+    lh, le = layer_dim(h), layer_dim(e)
+    if lh and le and lh != le:
+        e = e.rename({le: lh})
     h, e = xr.broadcast(h, e, exclude=("bin", "bin_edge"))
     ref_w = reference_width(h)
     pool = ["seed"] if ensemble and "seed" in h.dims else []
@@ -281,4 +287,4 @@ def consistency_width(
     result = result.drop_vars(["width", "width_next"], errors="ignore")
     result.name = f"{d.name}_consistency_width"
     result.attrs.update(tol=tol, cumulative=int(cumulative), units="width")
-    return ordered(result, "param", "seed", sd, "layer")
+    return ordered(result, "param", "seed", sd, *filter(None, [layer_dim(result)]))

@@ -1,10 +1,13 @@
 """Dimension conventions shared by the analysis functions.
 
 A loaded sweep (``ws.load``) has dims ``param``, ``width``, ``seed``, one step dim
-per variable (``step`` or ``<probe>_step``) and measurement dims (``example``,
-``output``, ``layer``, ...). Every analysis keeps ``param``, ``width``, ``seed``,
-the step dim and ``layer`` and reduces the rest, unless told otherwise. Widths
-are only ever compared within one ``param``.
+per variable (``step`` or ``<probe>_step``) and measurement dims. Sample dims (which
+probe examples or token positions) and layer dims belong to one variable and carry
+its name (``logits_example``, ``logits_position``, ``kernel_layer``; plain
+``example``, ``position`` and ``layer`` in hand-built arrays); the others are
+shared (``output``, ``head``, ``bin``, ...). Every analysis keeps ``param``,
+``width``, ``seed``, the step dim and the layer dim and reduces the rest, unless
+told otherwise. Widths are only ever compared within one ``param``.
 
 NaN (diverged members, runs not yet at that step) propagates: a mean over seeds
 of a variable with a NaN member is NaN.
@@ -18,6 +21,31 @@ import numpy as np
 import xarray as xr
 
 KEPT_DIMS = ("param", "width", "seed", "layer")
+SAMPLE_DIMS = ("example", "position")
+
+
+def is_layer_dim(dim: str) -> bool:
+    """``layer`` or a variable's own ``<var>_layer``."""
+    return dim == "layer" or dim.endswith("_layer")
+
+
+def layer_dim(da: xr.DataArray) -> str | None:
+    """The layer dim of ``da`` (see :func:`is_layer_dim`), or None."""
+    found = [str(d) for d in da.dims if is_layer_dim(str(d))]
+    if len(found) > 1:
+        raise ValueError(f"more than one layer dim in {tuple(da.dims)}: {found}")
+    return found[0] if found else None
+
+
+def sample_dims(da: xr.DataArray) -> list[str]:
+    """Dims of ``da`` that index probe examples or token positions: ``example``,
+    ``position`` and their second copies (``example2``), plain or ``<var>_`` prefixed."""
+    out = []
+    for d in map(str, da.dims):
+        base = d.rstrip("0123456789")
+        if any(base == s or base.endswith(f"_{s}") for s in SAMPLE_DIMS):
+            out.append(d)
+    return out
 
 
 def step_dim(da: xr.DataArray) -> str:
@@ -37,11 +65,13 @@ def find_step_dim(da: xr.DataArray) -> str | None:
 
 
 def get_var(data: xr.Dataset | xr.DataArray, var: str | None) -> xr.DataArray:
-    """The DataArray ``data[var]`` (or ``data`` itself), sorted by width."""
+    """The DataArray ``data[var]`` (or ``data`` itself), sorted by width, in memory (a
+    lazily loaded variable is read here, once per call)."""
     da = data if isinstance(data, xr.DataArray) else data[var]
     if "width" not in da.dims:
         raise ValueError(f"{da.name or var!r} has no 'width' dim: {tuple(da.dims)}")
-    return da.sortby("width")
+    da = da.sortby("width")
+    return da.compute() if da.chunks is not None else da
 
 
 def reduced_dims(da: xr.DataArray, keep: Iterable[str] = ()) -> list[str]:
@@ -50,7 +80,7 @@ def reduced_dims(da: xr.DataArray, keep: Iterable[str] = ()) -> list[str]:
     sd = find_step_dim(da)
     if sd is not None:
         kept.add(sd)
-    return [str(d) for d in da.dims if d not in kept]
+    return [str(d) for d in da.dims if d not in kept and not is_layer_dim(str(d))]
 
 
 def ensemble_mean(da: xr.DataArray) -> xr.DataArray:

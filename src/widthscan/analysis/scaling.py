@@ -31,7 +31,6 @@ from widthscan.analysis.dims import ensemble_mean, find_step_dim, get_var, order
 BOUNDS = (1e-3, 4.0)
 STEADY_Z = 2.0
 _GOLDEN = (np.sqrt(5.0) - 1.0) / 2.0
-_CHUNK_ELEMS = 1 << 22
 _N_PROFILE = 192
 
 

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
+import warnings
 from pathlib import Path
 
 EXECUTOR_CHOICES = ("local", "dask", "submitit")
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+ALLOW_IMPORT_HELP = ("let the config import and run code from MODULE (or a module inside "
+                     "package MODULE), e.g. a model family 'MODULE:function'; repeatable. "
+                     "Without it a config never imports anything")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force-new", action="store_true",
                      help="move a previous sweep with another config aside and start over")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--allow-import", action="append", default=[], metavar="MODULE",
+                     help=ALLOW_IMPORT_HELP)
 
     status = sub.add_parser("status", help="table of runs: state, step, last loss, divergence")
     status.add_argument("dir", help="sweep directory")
@@ -47,14 +55,20 @@ def build_parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="print or check sweep configs")
     group = config.add_mutually_exclusive_group(required=True)
     group.add_argument("--example", action="store_true", help="print a commented example")
-    group.add_argument("--check", metavar="FILE", help="validate a sweep TOML file")
+    group.add_argument("--check", metavar="FILE",
+                       help="validate a sweep TOML file: fields, task, models at every width, "
+                            "device, memory; lists what it would import")
+    config.add_argument("--allow-import", action="append", default=[], metavar="MODULE",
+                        help=ALLOW_IMPORT_HELP)
     return parser
 
 
 def _run(config_text: str | None, config_path: str | None, out: str, args) -> int:
     from widthscan.sweep import Sweep
 
-    sweep = Sweep.from_toml(config_path) if config_path else Sweep.from_string(config_text)
+    allow = getattr(args, "allow_import", [])
+    sweep = (Sweep.from_toml(config_path, allow) if config_path
+             else Sweep.from_string(config_text, allow))
     result = sweep.run(out, executor=getattr(args, "executor", None),
                        workers=getattr(args, "workers", None),
                        scheduler=getattr(args, "scheduler", None),
@@ -136,8 +150,14 @@ def _reproduce(args) -> int:
     return 0
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings on the command line: one line each, without the source line."""
+    return f"widthscan: {category.__name__}: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.formatwarning = _one_line_warning
     from widthscan.config import ConfigError
     from widthscan.store import SweepLockedError
 
@@ -167,13 +187,30 @@ def main(argv: list[str] | None = None) -> int:
             if args.example:
                 print(EXAMPLE, end="")
             else:
-                load_config(args.check)
+                from widthscan.sweep import Sweep
+
+                checked = Sweep(load_config(args.check, args.allow_import),
+                                args.allow_import).check()
                 print(f"{args.check}: valid")
+                print("\n".join(f"  {line}" for line in checked.lines()))
             return 0
     except (ConfigError, SweepLockedError) as err:
         print(f"widthscan: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            raise
+        print(f"widthscan: {disk_full_message(err)}", file=sys.stderr)
+        return 1
     return 2
+
+
+def disk_full_message(err: OSError) -> str:
+    """One line: what ran out, where, and that rerunning resumes."""
+    what = "no space left on the device" if err.errno == errno.ENOSPC else "disk quota exceeded"
+    where = f" writing {err.filename}" if err.filename else ""
+    return (f"{what}{where} ({err.strerror or err}); free some space and rerun the same "
+            "command: finished runs are kept and the others resume from their last checkpoint")
 
 
 if __name__ == "__main__":

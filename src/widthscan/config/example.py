@@ -16,6 +16,7 @@ options = { dim = 10, degree = 3 }   # task options (mode = "offline", n_train, 
 
 [model]
 family = "mlp"                       # mlp, resnet18, transformer, or "package.module:function"
+                                     # (user code: only with --allow-import package.module)
 options = { depth = 3 }              # input/output sizes are filled in from the task
 
 [optimizer]
@@ -35,6 +36,7 @@ loss = "auto"                        # auto takes the task's loss (mse or ce)
 precision = "float32"                # float32, float64, bfloat16 (autocast)
 device = "cpu"                       # cpu, cuda, cuda:N, auto
 checkpoint_every = 500
+check_memory = true                  # refuse when the memory estimate exceeds the machine's
 
 # Probes run on log-spaced steps (dense early) plus a linear grid, the same for every width.
 [probes.loss]
@@ -42,6 +44,7 @@ checkpoint_every = 500
 [probes.kernels]
 n_log = 6
 n_linear = 2
+# [probes.attention]                 # transformers: attention maps of one probe sequence
 [probes.sharpness]
 n_log = 4
 n_linear = 2
@@ -53,4 +56,7 @@ workers = 2
 
 [tracker]
 kind = "none"                        # none, tensorboard, wandb (offline)
+
+[store]
+keep_checkpoints = "none"            # after a run finishes: none, last (to train further), all
 """

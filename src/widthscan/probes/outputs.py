@@ -62,13 +62,14 @@ def measure_logits(m: Members, x: torch.Tensor, y: torch.Tensor | None = None,
                    out: torch.Tensor | None = None) -> dict[str, Measurement]:
     """Outputs on the probe set.
 
-    (P, C) outputs: ``logits`` (K, P, C), dims ("example", "output"), example coords
-    0..P-1. Sequence outputs (P, S, V): the predicted positions are those with
-    ``y != -100`` (all positions when ``y`` is None), numbered by their flat index
-    p * S + s (the "example" coordinate); ``target_logit`` (K, E), dims ("example",),
-    holds the logit of the correct token at every predicted position (needs ``y``), and
-    ``logits`` (K, E', V) the full vectors at the first E' = min(E, n_full) of them
-    (all with ``n_full=None``). ``out``: the outputs on x if already computed.
+    (P, C) outputs (one prediction per example): ``logits`` (K, P, C), dims ("example",
+    "output"), example coords 0..P-1. Sequence outputs (P, S, V), one prediction per
+    token: the predicted positions are those with ``y != -100`` (all positions when ``y``
+    is None), numbered by their flat index p * S + s (the "position" coordinate);
+    ``target_logit`` (K, E), dims ("position",), holds the logit of the correct token at
+    every predicted position (needs ``y``), and ``logits`` (K, E', V), dims ("position",
+    "output"), the full vectors at the first E' = min(E, n_full) of them (all with
+    ``n_full=None``). ``out``: the outputs on x if already computed.
     """
     out = forward(m, x, chunk) if out is None else out
     if out.ndim <= 3:
@@ -90,10 +91,10 @@ def measure_logits(m: Members, x: torch.Tensor, y: torch.Tensor | None = None,
     labels = idx.cpu().numpy()
     if target is not None:
         picked = flat[:, idx].gather(-1, target.view(1, -1, 1).expand(k, -1, 1))[..., 0]
-        result["target_logit"] = m.measurement(("example",), picked, {"example": labels})
+        result["target_logit"] = m.measurement(("position",), picked, {"position": labels})
     sub = idx if n_full is None else idx[:n_full]
-    result["logits"] = m.measurement(("example", "output"), flat[:, sub],
-                                {"example": labels[: sub.numel()]})
+    result["logits"] = m.measurement(("position", "output"), flat[:, sub],
+                                     {"position": labels[: sub.numel()]})
     return result
 
 

@@ -31,14 +31,15 @@ __all__ = ["SECTIONS", "report"]
 
 
 def report(data: xr.Dataset | str | os.PathLike[str],
-           path: str | os.PathLike[str] | None = None) -> Path:
+           path: str | os.PathLike[str] | None = None, progress: bool = True) -> Path:
     """Write the report of a sweep and return the path of its HTML file.
 
     ``data``: a Dataset as returned by ``widthscan.load`` or a sweep directory (loaded
     with ``widthscan.store.load``). ``path``: the HTML file to write; defaults to
     ``<sweep dir>/report.html`` when ``data`` is a directory. Figures are written as
     PNG and PDF to ``<dir of path>/figures/``; the HTML embeds the PNGs, so it can be
-    moved and opened alone (no JavaScript, no network).
+    moved and opened alone (no JavaScript, no network). ``progress``: one line per
+    section on stderr as it is built.
     """
     if isinstance(data, xr.Dataset):
         ds = data
@@ -53,7 +54,11 @@ def report(data: xr.Dataset | str | os.PathLike[str],
     else:
         raise TypeError(f"report() takes an xarray.Dataset or a sweep directory, "
                         f"not {type(data).__name__}")
-    return build_report(ds, Path(path))
+    return build_report(ds, Path(path), _stderr_line if progress else None)
+
+
+def _stderr_line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 class _CallableModule(types.ModuleType):

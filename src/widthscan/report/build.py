@@ -7,6 +7,7 @@ section that is left out is listed, with the reason, at the top of the page.
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,9 @@ class ReportWarning(UserWarning):
 
 @dataclass(frozen=True)
 class SectionSpec:
+    """``uses``: variables the section reads beyond ``requires`` and ``any_of`` (read
+    into memory with them before it is built)."""
+
     id: str
     title: str
     build: Callable[[Context], SectionOut]
@@ -32,6 +36,10 @@ class SectionSpec:
     any_of: tuple[str, ...] = ()
     min_widths: int = 1
     applies: Callable[[Context], bool] | None = None  # False: left out without a note
+    uses: tuple[str, ...] = ()
+
+    def variables(self) -> tuple[str, ...]:
+        return (*self.requires, *self.any_of, *self.uses)
 
 
 def _config(ctx: Context) -> SectionOut:
@@ -47,32 +55,32 @@ def _config(ctx: Context) -> SectionOut:
 
 SECTIONS: tuple[SectionSpec, ...] = (
     SectionSpec("paper", "Paper vs measured", paper.build, applies=paper.applies),
-    SectionSpec("verdict", "Verdict", verdict.build),
+    SectionSpec("verdict", "Verdict", verdict.build, uses=("logits", "loss", "probe_loss")),
     SectionSpec("loss", "Training loss", sections.train_loss, requires=("loss",)),
     SectionSpec("probe-loss", "Probe (held-out) loss", sections.probe_loss,
                 requires=("probe_loss",)),
     SectionSpec("logits", "Pointwise predictions (probe logits)", sections.logits,
-                requires=("logits",), min_widths=2),
+                requires=("logits",), min_widths=2, uses=("loss", "probe_loss")),
     SectionSpec("successive", "Successive-width differences", sections.successive,
                 requires=("logits",), min_widths=3),
     SectionSpec("kernel", "Feature kernels", sections.kernel, requires=("kernel",),
                 min_widths=2),
     SectionSpec("preactivations", "Preactivation distributions", sections.preactivations,
-                requires=("preact_hist", "preact_edges")),
+                requires=("preact_hist", "preact_edges"), uses=("preact_stats",)),
     SectionSpec("attention", "Attention maps", sections.attention, requires=("attention",),
                 min_widths=2),
     SectionSpec("sharpness", "Sharpness (edge of stability)", sections.sharpness,
-                requires=("sharpness",)),
+                requires=("sharpness",), uses=("lr", "sharpness_preconditioned")),
     SectionSpec("bias-variance", "Bias and variance over initializations",
                 sections.bias_variance_section, requires=("logits", "targets")),
     SectionSpec("power-law", "Scaling with width (power law)", sections.power_law,
                 any_of=("probe_loss", "loss"), min_widths=3),
     SectionSpec("spectra", "eNTK spectra and task alignment", sections.spectra,
-                requires=("entk",)),
+                requires=("entk",), uses=("targets", "logits")),
     SectionSpec("consistency", "Consistency width", sections.consistency_section,
                 requires=("logits",), min_widths=2),
     SectionSpec("extrapolation", "Infinite-width extrapolation", sections.extrapolation,
-                any_of=("probe_loss", "loss"), min_widths=3),
+                any_of=("probe_loss", "loss"), min_widths=3, uses=("logits",)),
     SectionSpec("config", "Sweep configuration and version", _config),
 )
 
@@ -94,15 +102,42 @@ def _why_not(ctx: Context, spec: SectionSpec) -> str | None:
     return None
 
 
-def build_sections(ctx: Context) -> tuple[list[SectionOut], dict[str, str]]:
-    """Build every section the data supports, in order; and the reasons for the others."""
+class _WorkingSet:
+    """Holds in memory the variables of the section being built and of later ones that
+    read them again; everything else stays lazy (as ``widthscan.load`` returns it), so a
+    report's memory is bounded by what its sections read, each read from disk once."""
+
+    def __init__(self, ds: xr.Dataset, specs: list[SectionSpec]) -> None:
+        self.lazy = ds
+        self.specs = specs
+        self.loaded: dict[str, xr.DataArray] = {}
+
+    def enter(self, i: int) -> xr.Dataset:
+        later = {v for spec in self.specs[i + 1:] for v in spec.variables()}
+        for name in list(self.loaded):
+            if name not in later and name not in self.specs[i].variables():
+                del self.loaded[name]
+        for name in self.specs[i].variables():
+            if name in self.lazy.data_vars and name not in self.loaded:
+                self.loaded[name] = self.lazy[name].compute()
+        return self.lazy.assign(self.loaded) if self.loaded else self.lazy
+
+
+def build_sections(ctx: Context, progress: Callable[[str], None] | None = None
+                   ) -> tuple[list[SectionOut], dict[str, str]]:
+    """Build every section the data supports, in order; and the reasons for the others.
+    ``progress`` gets one line per section built, with its time."""
     built: list[SectionOut] = []
     skipped: dict[str, str] = {}
-    for spec in SECTIONS:
-        if spec.applies is not None and not spec.applies(ctx):
-            continue
-        reason = _why_not(ctx, spec)
+    specs = [s for s in SECTIONS if s.applies is None or s.applies(ctx)]
+    ready = [(spec, _why_not(ctx, spec)) for spec in specs]
+    todo = [spec for spec, reason in ready if reason is None]
+    work = _WorkingSet(ctx.ds, todo)
+    for spec, reason in ready:
         if reason is None:
+            i = todo.index(spec)
+            start = time.perf_counter()
+            ctx.ds = work.enter(i)
             ctx.notes = []
             try:
                 with capture_notes(ctx.notes):
@@ -116,8 +151,14 @@ def build_sections(ctx: Context) -> tuple[list[SectionOut], dict[str, str]]:
             else:
                 out.notes = list(dict.fromkeys([*ctx.notes, *out.notes]))
                 built.append(out)
+            finally:
+                if progress is not None:
+                    progress(f"report: section {i + 1}/{len(todo)} {spec.id} "
+                             f"({time.perf_counter() - start:.1f} s)")
+            if reason is None:
                 continue
         skipped[spec.title] = reason
+    ctx.ds = work.lazy
     return built, skipped
 
 
@@ -142,11 +183,13 @@ def _meta(ctx: Context) -> list[str]:
     return lines
 
 
-def build_report(ds: xr.Dataset, path: Path) -> Path:
-    """Write ``path`` (HTML) and ``path.parent/figures/*.png|pdf``; return ``path``."""
+def build_report(ds: xr.Dataset, path: Path,
+                 progress: Callable[[str], None] | None = None) -> Path:
+    """Write ``path`` (HTML) and ``path.parent/figures/*.png|pdf``; return ``path``.
+    ``progress`` gets one line per section (see :func:`build_sections`)."""
     ctx = Context(ds=ds, fig_dir=path.parent / "figures",
                   config=parse_config(str(ds.attrs.get("config") or "")))
-    built, skipped = build_sections(ctx)
+    built, skipped = build_sections(ctx, progress)
     top = []
     if ctx.incomplete():
         top.append("Incomplete sweep: runs not finished (their missing steps are NaN): "

@@ -24,6 +24,8 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from widthscan.analysis import step_dim
+from widthscan.analysis.bias_variance import stored_targets
+from widthscan.analysis.dims import layer_dim
 from widthscan.report import style
 from widthscan.report.html import FigureOut
 
@@ -131,17 +133,20 @@ class Context:
         return tuple(str(d) for d in self.ds[var].dims[-n:])
 
     def layer(self, var: str) -> str | None:
-        """The layer shown for ``var``: the last one listed (closest to the output)."""
+        """The layer shown for ``var``: the last one it lists (closest to the output)."""
         da = self.ds[var]
-        if "layer" not in da.dims:
+        dim = layer_dim(da)
+        if dim is None or dim not in da.coords:
             return None
-        return str(da["layer"].values[-1]) if "layer" in da.coords else None
+        return str(da[dim].values[-1])
 
     def sel_layer(self, da: xr.DataArray, var: str) -> xr.DataArray:
-        if "layer" not in da.dims:
+        """``da`` (``var`` or a result computed from it) at the layer shown for ``var``."""
+        dim = layer_dim(da)
+        if dim is None:
             return da
         layer = self.layer(var)
-        return da.sel(layer=layer) if layer is not None else da.isel(layer=-1)
+        return da.sel({dim: layer}) if layer is not None else da.isel({dim: -1})
 
     def diverged(self) -> dict[tuple[str, int], list[tuple[int, int]]]:
         """(param, width) -> [(seed, step)] from ``ds.attrs["diverged"]``."""
@@ -161,20 +166,13 @@ class Context:
         return float(value) if isinstance(value, int | float) else None
 
     def targets(self) -> xr.DataArray | None:
-        """``ds["targets"]`` reduced to (example[, output]) (the same for every member).
-        Targets with one value per example are class labels (regression targets carry an
-        output dim), returned as int64 (the loader stores every variable as float)."""
+        """``ds["targets"]`` reduced to (example[, output]) (the same for every member;
+        ``example`` is a token position for language models). Targets with one value per
+        example are class labels (regression targets carry an output dim), returned as
+        int64 (the loader stores every variable as float)."""
         if not self.has("targets"):
             return None
-        t = self.ds["targets"]
-        extra = {d: 0 for d in t.dims
-                 if d in ("param", "width", "seed") or str(d).endswith("_step")}
-        t = t.isel(extra) if extra else t
-        if t.ndim == 1 and not np.issubdtype(t.dtype, np.integer):
-            v = t.values
-            if np.isfinite(v).all() and np.array_equal(v, np.round(v)):
-                t = t.astype(np.int64)
-        return t
+        return stored_targets(self.ds["targets"])
 
     # ------------------------------------------------------------ analysis results
 

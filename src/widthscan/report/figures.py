@@ -136,6 +136,15 @@ def successive_vs_width(succ: xr.DataArray, *, ylabel: str, title: str,
                         max_lines: int = 6) -> Figure:
     """RMS difference between successive widths against the narrower width, one line per
     step (a subset of at most ``max_lines`` steps, coloured early to late)."""
+    return steps_vs_width(succ, ylabel=ylabel, title=title, max_lines=max_lines,
+                          xlabel="narrower width w of the pair (w, next width), log2 scale")
+
+
+@style.styled
+def steps_vs_width(succ: xr.DataArray, *, ylabel: str, title: str, xlabel: str,
+                   max_lines: int = 6) -> Figure:
+    """A quantity (param, width, <step>) against width, one line per step (a subset of at
+    most ``max_lines`` steps, coloured early to late)."""
     sd = step_dim(succ)
     params = params_of(succ)
     steps = succ[sd].values
@@ -149,7 +158,7 @@ def successive_vs_width(succ: xr.DataArray, *, ylabel: str, title: str,
             ax.plot(da["width"].values, y, marker="o", ms=4, color=style.STEP_CMAP(norm(i) * 0.85),
                     label=f"step {int(steps[k])}")
         width_xaxis(ax, widths_of(succ))
-        ax.set_xlabel("narrower width w of the pair (w, next width), log2 scale")
+        ax.set_xlabel(xlabel)
         panel_title(ax, p)
     log_y(axes[0, 0], succ)
     axes[0, 0].set_ylabel(ylabel)

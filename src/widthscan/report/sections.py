@@ -227,11 +227,22 @@ def attention(ctx: Context) -> SectionOut:
         ens, single=single, logy=True, skip_reference=True,
         ylabel="RMS distance to widest / RMS of widest",
         title=f"Attention maps: scaled RMS distance to the widest{_layer_text(ctx, 'attention')}")
-    cap1 = "Attention weights (query × key), averaged over seeds."
+    narrower = ens.sel(width=[w for w in ens["width"].values
+                              if (ens["reference_width"] > w).any()])
+    fig3 = figures.steps_vs_width(
+        narrower, ylabel="RMS distance to widest / RMS of widest",
+        xlabel="width, log2 scale",
+        title=f"Attention maps: distance to the widest against width"
+              f"{_layer_text(ctx, 'attention')} (ensemble means)")
+    cap1 = (f"Attention weights (query × key) of one probe sequence, averaged over seeds, "
+            f"head 0{_layer_text(ctx, 'attention')}, at the last step, one column per width.")
     cap2 = (f"RMS over heads, queries and keys (analysis.distance_to_widest, scaled=True). "
             f"{ENS}.")
+    cap3 = ("The same ensemble-mean distance against width at several steps; falling lines "
+            "mean the attention maps converge as width grows (paper Figs 1, 5).")
     return SectionOut("attention", "Attention maps", figures=[
-        ctx.figure("attention_maps", fig1, cap1), ctx.figure("attention_distance", fig2, cap2)])
+        ctx.figure("attention_maps", fig1, cap1), ctx.figure("attention_distance", fig2, cap2),
+        ctx.figure("attention_vs_width", fig3, cap3)])
 
 
 # ---------------------------------------------------------------- dynamics
@@ -344,6 +355,10 @@ def _logits_ds(ctx: Context) -> xr.Dataset:
     data = {"logits": f}
     t = ctx.targets()
     if t is not None:
+        if "example" in t.coords and "example" in f.coords:
+            # the targets of the examples (or token positions) the logits were kept for;
+            # a Dataset would otherwise align the two on the union of their labels
+            t = t.sel(example=f["example"].values)
         data["targets"] = t
     return xr.Dataset(data)
 
@@ -356,7 +371,9 @@ def bias_variance_section(ctx: Context) -> SectionOut:
     bv = ctx.get("bv", lambda: bias_variance(data, loss=loss))
     vk = ctx.get("vk", lambda: variance_vs_ensemble_size(data, loss=loss))
     last = ctx.last_step("logits")
-    unit = f"loss on probe set ({'MSE' if loss == 'mse' else 'cross-entropy, nats'})"
+    per_token = ctx.ds["logits"].attrs.get("per") == "token"
+    unit = (f"loss on probe set{', per token' if per_token else ''} "
+            f"({'MSE' if loss == 'mse' else 'cross-entropy, nats'})")
     fig1 = figures.bias_variance_vs_width(
         _step_sel(bv, -1), ylabel=unit,
         title=f"Bias and variance over seeds against width (probe set, step {last})")
@@ -374,7 +391,11 @@ def bias_variance_section(ctx: Context) -> SectionOut:
             "k ≈ 3-4 mean a few members already give the ensemble's (bias) loss.")
     return SectionOut("bias-variance", "Bias and variance over initializations", figures=[
         ctx.figure("bias_variance", fig1, cap1), ctx.figure("variance_ensemble", fig2, cap2)],
-        paragraphs=[f"Loss used: {loss}, on the probe set's targets (the 'targets' variable)."])
+        paragraphs=[f"Loss used: {loss}, on the probe set's targets (the 'targets' variable)."
+                    + (f" Language model: the loss is per token, a mean over the "
+                       f"{data['logits'].sizes['example']} predicted positions whose full "
+                       f"logits the probe keeps (logits option n_full), the ensemble "
+                       f"averaging the members' logits at each token." if per_token else "")])
 
 
 # ---------------------------------------------------------------- scaling

@@ -23,6 +23,21 @@ def is_temp_file(path: str | os.PathLike[str]) -> bool:
     return name.startswith(".") and name.endswith(TEMP_SUFFIX)
 
 
+def remove_temp_files(folder: str | os.PathLike[str], recursive: bool = True) -> int:
+    """Delete the temp files a killed writer left in ``folder``; only while holding the
+    folder's lock (a live writer's temp file looks the same). Returns how many."""
+    root = Path(folder)
+    if not root.is_dir():
+        return 0
+    n = 0
+    for p in root.rglob(".*") if recursive else root.glob(".*"):
+        if p.is_file() and is_temp_file(p):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                n += 1
+    return n
+
+
 def _fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

@@ -222,6 +222,11 @@ class SweepLock:
             )
         return SweepLockedError(msg, pid=pid, host=host)
 
+    def moved_to(self, sweep_dir: str | os.PathLike[str]) -> None:
+        """The held sweep folder was renamed to ``sweep_dir``; its lock file went with it."""
+        self.sweep_dir = Path(sweep_dir)
+        self.path = self.sweep_dir / SWEEP_LOCK
+
     def release(self) -> None:
         """Remove the lock file and drop the lock; a no-op when not held."""
         fd, self._fd = self._fd, None

@@ -2,7 +2,10 @@
 
 A shard holds every variable of one probe at one step, each of shape (K, *sizes)
 with K the member axis. ``dims.json`` maps each variable to its dims after the
-member axis and its coordinates (JSON lists, so strings are fine).
+member axis, its coordinates (JSON lists, so strings are fine), and its ``shape``
+(sizes after the member axis), ``members`` (K) and ``dtype``, so that a reader can
+lay out a variable without opening a shard (stores written before these keys
+existed are read by peeking at one shard's array header).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -93,24 +97,70 @@ def var_spec(var: str, m: Measurement) -> tuple[dict[str, Any], np.ndarray]:
                 f"probe variable {var!r}: {len(labels)} labels for dim {dim!r} of size {size}"
             )
         coords[dim] = labels
-    return {"dims": list(dims), "coords": coords}, values
+    spec = {"dims": list(dims), "coords": coords, "shape": list(values.shape[1:]),
+            "members": int(values.shape[0]), "dtype": values.dtype.str}
+    return spec, values
+
+
+LAYOUT_KEYS = ("dims", "coords")
+
+
+def _valid_spec(spec: Any) -> bool:
+    return (isinstance(spec, dict) and isinstance(spec.get("dims"), list)
+            and all(isinstance(d, str) for d in spec["dims"])
+            and isinstance(spec.get("coords", {}), dict)
+            and all(d in spec["dims"] and isinstance(v, list)
+                    for d, v in spec.get("coords", {}).items()))
 
 
 def read_dims(probe_dir: Path) -> dict[str, dict[str, Any]]:
+    """``{var: {"dims", "coords"}}`` from dims.json; a damaged file or entry is left out
+    with a warning ({} for the whole file), and rewritten by the next ``write_probe``."""
     path = probe_dir / DIMS_FILE
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        specs = json.loads(path.read_bytes())
     except FileNotFoundError:
         return {}
-    except ValueError:
-        log.warning("ignoring unreadable %s", path)
+    except (OSError, ValueError) as e:
+        _warn(f"ignoring unreadable {path} ({type(e).__name__}: {e})")
         return {}
+    if not isinstance(specs, dict):
+        _warn(f"ignoring {path}: not a table of variables")
+        return {}
+    bad = [var for var, spec in specs.items() if not _valid_spec(spec)]
+    if bad:
+        _warn(f"ignoring the damaged entries {bad} of {path}")
+    return {var: spec for var, spec in specs.items() if var not in bad}
+
+
+def sibling_dims(probe_dir: Path) -> dict[str, dict[str, Any]]:
+    """dims.json specs of the same probe in the other runs of the sweep
+    (``SWEEP/runs/param=*/width=*/probes/<probe>``), first valid one per variable."""
+    run = probe_dir.parent.parent
+    runs_root = run.parent.parent
+    found: dict[str, dict[str, Any]] = {}
+    for other in sorted(runs_root.glob(f"param=*/width=*/probes/{probe_dir.name}")):
+        if other == probe_dir or not (other / DIMS_FILE).exists():
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for var, spec in read_dims(other).items():
+                found.setdefault(var, spec)
+    return found
+
+
+def _warn(message: str) -> None:
+    from widthscan.store.checkpoint import StoreWarning
+
+    warnings.warn(message, StoreWarning, stacklevel=3)
 
 
 def update_dims(probe_dir: Path, known: dict[str, dict[str, Any]], new: Mapping[str, Any]) -> bool:
     """Merge ``new`` specs into ``known`` (in place); raise if a variable's spec changed.
 
-    Returns True when ``known`` grew and must be written.
+    Only dims and coords must agree; shape, members and dtype are those first recorded
+    (keys missing from an older dims.json are added). Returns True when ``known`` grew
+    and must be written.
     """
     changed = False
     for var, spec in new.items():
@@ -118,10 +168,14 @@ def update_dims(probe_dir: Path, known: dict[str, dict[str, Any]], new: Mapping[
         if old is None:
             known[var] = spec
             changed = True
-        elif old != spec:
+            continue
+        if any(old.get(k) != spec.get(k) for k in LAYOUT_KEYS):
             raise ValueError(
                 f"probe variable {var!r} in {probe_dir} changed dims/coords from {old} to {spec}"
             )
+        if any(k not in old for k in spec):
+            known[var] = {**spec, **old}
+            changed = True
     return changed
 
 
@@ -149,6 +203,13 @@ def load_shard(path: Path) -> dict[str, np.ndarray] | None:
         return None
 
 
+def _fits(spec: dict[str, Any], shape: tuple[int, ...]) -> bool:
+    """Whether a dims spec matches values of ``shape`` (member axis first)."""
+    dims = spec["dims"]
+    return len(dims) == len(shape) - 1 and all(
+        len(labels) == shape[1 + dims.index(d)] for d, labels in spec.get("coords", {}).items())
+
+
 def _nan_filled(dtype: np.dtype) -> np.dtype:
     return np.result_type(dtype, np.float32)
 
@@ -164,6 +225,8 @@ def read_probe_dir(probe_dir: Path) -> dict[str, ProbeSeries]:
         return {}
     specs = read_dims(probe_dir)
     steps = np.array([s for s, _ in loaded], dtype=np.int64)
+    if any(var not in specs for _, arrays in loaded for var in arrays):
+        specs = {**sibling_dims(probe_dir), **specs}
     names: dict[str, None] = {}
     for _, arrays in loaded:
         names.update(dict.fromkeys(arrays))
@@ -184,7 +247,7 @@ def read_probe_dir(probe_dir: Path) -> dict[str, ProbeSeries]:
             for i, arr in present:
                 values[i] = arr
         spec = specs.get(var)
-        if spec is not None and len(spec["dims"]) == len(shape) - 1:
+        if spec is not None and _fits(spec, shape):
             dims = tuple(spec["dims"])
             coords = {d: np.asarray(v) for d, v in spec.get("coords", {}).items()}
         else:
@@ -192,3 +255,30 @@ def read_probe_dir(probe_dir: Path) -> dict[str, ProbeSeries]:
             coords = {}
         out[var] = ProbeSeries(dims, coords, steps, values)
     return out
+
+
+def read_var(path: Path, var: str) -> np.ndarray | None:
+    """One variable (K, *sizes) of one shard, reading only that array; None (logged) if the
+    shard cannot be read or lacks ``var``."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if var not in z.files:
+                return None
+            return z[var]
+    except Exception as e:
+        log.warning("ignoring unreadable probe shard %s: %s", path, e)
+        return None
+
+
+def peek_var(path: Path, var: str) -> tuple[tuple[int, ...], np.dtype] | None:
+    """``(shape, dtype)`` of ``var`` in a shard from its .npy header (no data read)."""
+    try:
+        with zipfile.ZipFile(path) as zf, zf.open(f"{var}.npy") as f:
+            version = np.lib.format.read_magic(f)
+            reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                      else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = reader(f)
+            return tuple(shape), np.dtype(dtype)
+    except Exception as e:
+        log.warning("ignoring unreadable probe shard %s: %s", path, e)
+        return None

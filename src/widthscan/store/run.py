@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,8 +24,9 @@ from widthscan.store.atomic import (
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_text,
-    is_temp_file,
+    remove_temp_files,
 )
+from widthscan.store.checkpoint import StoreWarning
 
 if TYPE_CHECKING:
     import torch
@@ -36,6 +39,7 @@ SCALARS_FILE = "scalars.jsonl"
 PARQUET_FILE = "scalars.parquet"
 ERROR_FILE = "error.txt"
 PROBES_DIR = "probes"
+DIGEST_KEY = b"widthscan.sha256"
 log = logging.getLogger(__name__)
 
 
@@ -79,8 +83,10 @@ class RunStore:
         self.fsync_scalars = fsync_scalars
         self._tail_checked = False
         self._dims: dict[str, dict[str, dict[str, Any]]] = {}
+        self._rows: int | None = None
         self.last_read_torn = False
         self.last_read_bad_lines = 0
+        self.damage: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.path)!r})"
@@ -110,18 +116,65 @@ class RunStore:
         atomic_write_json(self.path / STATUS_FILE, status)
 
     def read_status(self) -> dict[str, Any] | None:
-        """status.json with ``diverged`` keys as int seeds, or None if not written yet."""
-        status = _read_json(self.path / STATUS_FILE)
-        if status is not None:
-            status["diverged"] = {int(k): int(v) for k, v in (status.get("diverged") or {}).items()}
+        """status.json with ``diverged`` keys as int seeds, or None if not written yet.
+
+        A damaged status.json (not JSON, not a status) warns (StoreWarning) and is rebuilt
+        from config.json and the checkpoint: "pending" (rerunning resumes the run), or
+        "done"/"diverged" when the checkpoint is at the last step.
+        """
+        path = self.path / STATUS_FILE
+        try:
+            status = json.loads(path.read_bytes())
+            if not isinstance(status, dict) or status.get("state") not in STATES:
+                raise ValueError(f"not a status with a state in {STATES}")
+            status["diverged"] = {int(k): int(v)
+                                  for k, v in (status.get("diverged") or {}).items()}
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError, AttributeError, OSError) as err:
+            return self._rebuilt_status(f"{type(err).__name__}: {err}")
         return status
+
+    def _rebuilt_status(self, reason: str) -> dict[str, Any]:
+        try:
+            status = self._status_from_checkpoint()
+        except (ValueError, TypeError, AttributeError):
+            status = {"state": "pending", "step": 0, "steps": None, "seeds": None,
+                      "diverged": {}}
+        state, step = status["state"], status["step"]
+        status["repaired"] = "status.json was unreadable; rebuilt from the checkpoint"
+        then = " (rerun to resume)" if state == "pending" else ""
+        warnings.warn(f"{self.path / STATUS_FILE} is unreadable ({reason}); rebuilt from the "
+                      f"checkpoint: {state} at step {step}{then}", StoreWarning, stacklevel=3)
+        return status
+
+    def _status_from_checkpoint(self) -> dict[str, Any]:
+        """State, step, seeds and divergence from checkpoint.json and config.json: "done" or
+        "diverged" when the checkpoint is at the last step, else "pending"."""
+        meta = _ckpt.read_meta(self.path) or {}
+        ens = meta.get("ensemble") if isinstance(meta.get("ensemble"), dict) else meta
+        try:
+            config = self.read_config() or {}
+        except ValueError:
+            config = {}
+        seeds = ens.get("seeds") or config.get("seeds")
+        if isinstance(seeds, int):
+            seeds = list(range(seeds))
+        diverged = {int(s): int(d) for s, d in zip(seeds or [], ens.get("diverged_at") or [])
+                    if d is not None}
+        step, steps = int(ens.get("step") or 0), (config.get("train") or {}).get("steps")
+        state = "pending"
+        if isinstance(steps, int) and step >= steps:
+            state = "diverged" if seeds and len(diverged) == len(seeds) else "done"
+        return {"state": state, "step": step, "steps": steps,
+                "seeds": [int(s) for s in seeds] if seeds else None, "diverged": diverged}
 
     def write_error(self, traceback_text: str) -> None:
         atomic_write_text(self.path / ERROR_FILE, traceback_text)
 
     def read_error(self) -> str | None:
         try:
-            return (self.path / ERROR_FILE).read_text(encoding="utf-8")
+            return (self.path / ERROR_FILE).read_bytes().decode("utf-8", errors="replace")
         except FileNotFoundError:
             return None
 
@@ -161,11 +214,52 @@ class RunStore:
             self._repair_tail()
             self._invalidate_parquet()
             self._tail_checked = True
+        rows_before = self.scalar_rows
         with open(self.path / SCALARS_FILE, "ab") as f:
             f.write(payload)
             f.flush()
             if self.fsync_scalars:
                 os.fsync(f.fileno())
+        self._rows = rows_before + payload.count(b"\n")
+
+    @property
+    def scalar_rows(self) -> int:
+        """Valid lines in scalars.jsonl (counted once, then tracked by appends)."""
+        if self._rows is None:
+            self._rows = len(self._parse_jsonl().records)
+        return self._rows
+
+    def sync_scalars(self) -> None:
+        """fsync scalars.jsonl (and its folder): every appended row survives a power loss.
+        Call before committing a checkpoint, so scalars are durable up to it."""
+        path = self.path / SCALARS_FILE
+        if not path.exists():
+            return
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def check_resumed_scalars(self, meta: Mapping[str, Any]) -> dict[str, int]:
+        """After ``truncate_scalars`` on resume from a checkpoint with ``meta``: rows it
+        recorded as durable but now missing or damaged are counted in ``damage``
+        (``lost_rows``, carried forward from ``meta["damage"]``) and warned about."""
+        self.damage = {k: int(v) for k, v in (meta.get("damage") or {}).items()}
+        expected = meta.get("scalar_rows")
+        if isinstance(expected, int) and self.scalar_rows < expected:
+            lost = expected - self.scalar_rows
+            self.damage["lost_rows"] = self.damage.get("lost_rows", 0) + lost
+            warnings.warn(f"{self.path / SCALARS_FILE}: {lost} rows written before the "
+                          "checkpoint are missing or damaged; their steps stay NaN",
+                          StoreWarning, stacklevel=2)
+        return self.damage
 
     def _parse_jsonl(self) -> _scalars.ParsedLines:
         try:
@@ -184,26 +278,45 @@ class RunStore:
     def read_scalars(self) -> pd.DataFrame:
         """Long table: columns step, seed (int64), then the metrics; sorted by (step, seed).
 
-        Tolerant: a partial last line and invalid lines are dropped (see ``last_read_torn``,
-        ``last_read_bad_lines`` and ``df.attrs``); after a resume, re-logged steps replace
-        the stale ones. Uses scalars.parquet when it is at least as new as the JSONL.
+        Tolerant: a partial last line and invalid lines (bad JSON or checksum) are dropped
+        (see ``last_read_torn``, ``last_read_bad_lines`` and ``df.attrs``); after a resume,
+        re-logged steps replace the stale ones. Uses scalars.parquet when its checksum holds
+        and it is at least as new as the JSONL, or the JSONL lost lines.
         """
         jsonl, parquet = self.path / SCALARS_FILE, self.path / PARQUET_FILE
-        if parquet.exists() and (
-            not jsonl.exists() or parquet.stat().st_mtime_ns >= jsonl.stat().st_mtime_ns
-        ):
-            try:
-                df = pd.read_parquet(parquet)
-            except Exception as e:
-                log.warning("ignoring unreadable %s: %s", parquet, e)
-            else:
+        parsed = None
+        if parquet.exists() and jsonl.exists() and \
+                parquet.stat().st_mtime_ns < jsonl.stat().st_mtime_ns:
+            parsed = self._parse_jsonl()
+        if parquet.exists() and (parsed is None or parsed.torn_tail or parsed.bad_lines):
+            df = self._read_parquet()
+            if df is not None:
                 self.last_read_torn, self.last_read_bad_lines = False, 0
                 df.attrs.update(torn_tail=False, bad_lines=0)
                 return df
-        parsed = self._parse_jsonl()
+        parsed = parsed or self._parse_jsonl()
         self.last_read_torn, self.last_read_bad_lines = parsed.torn_tail, parsed.bad_lines
         df = _scalars.records_to_frame(parsed.records)
         df.attrs.update(torn_tail=parsed.torn_tail, bad_lines=parsed.bad_lines)
+        return df
+
+    def _read_parquet(self) -> pd.DataFrame | None:
+        """scalars.parquet if it reads and its sha256 matches (files written before
+        checksums carry none and are accepted), else None (warned)."""
+        path = self.path / PARQUET_FILE
+        try:
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+            want = (table.schema.metadata or {}).get(DIGEST_KEY)
+            df = table.to_pandas()
+            if want is not None and want.decode() != _scalars.frame_digest(df):
+                raise ValueError("its checksum does not match its contents")
+        except Exception as e:
+            warnings.warn(f"ignoring {path}: {e}; reading {SCALARS_FILE}", StoreWarning,
+                          stacklevel=3)
+            return None
+        df.attrs = {}
         return df
 
     def truncate_scalars(self, after_step: int) -> None:
@@ -211,9 +324,10 @@ class RunStore:
         step > after_step, so the resumed run logs exactly what an uninterrupted one would.
         """
         parsed = self._parse_jsonl()
-        kept = [raw for rec, raw in zip(parsed.records, parsed.raw) if rec["step"] <= after_step]
+        kept = [rec for rec in parsed.records if rec["step"] <= after_step]
         if (self.path / SCALARS_FILE).exists():
-            atomic_write_bytes(self.path / SCALARS_FILE, b"".join(kept))
+            atomic_write_bytes(self.path / SCALARS_FILE, _scalars.encode_rows(kept))
+        self._rows = len(kept)
         self._tail_checked = True
         self._invalidate_parquet()
         probes_root = self.path / PROBES_DIR
@@ -271,22 +385,32 @@ class RunStore:
         """
         if not _have_pyarrow() or not (self.path / SCALARS_FILE).exists():
             return False
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         df = self.read_scalars()
         df.attrs = {}
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        digest = _scalars.frame_digest(table.to_pandas()).encode()
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               DIGEST_KEY: digest})
         with atomic_open(self.path / PARQUET_FILE, "wb") as f:
-            df.to_parquet(f, index=False)
+            pq.write_table(table, f)
         return True
+
+    def drop_checkpoint(self, keep: str = "none") -> None:
+        """After the run finished: delete its checkpoint unless ``keep`` is "last" or
+        "all" (the ``store.keep_checkpoints`` setting)."""
+        if keep == "none":
+            _ckpt.remove_checkpoint(self.path)
+
+    def archive_checkpoint(self, step: int) -> None:
+        """Keep a copy of the current checkpoint as checkpoints/<step:09d>.safetensors."""
+        _ckpt.archive_checkpoint(self.path, step)
 
     def clean_temp(self) -> int:
         """Remove temp files left by crashed atomic writes; call only while holding the lock."""
-        n = 0
-        if not self.path.is_dir():
-            return 0
-        for p in self.path.rglob(".*"):
-            if p.is_file() and is_temp_file(p):
-                p.unlink(missing_ok=True)
-                n += 1
-        return n
+        return remove_temp_files(self.path)
 
     def remove(self) -> None:
         """Delete the run directory (for a fresh restart)."""

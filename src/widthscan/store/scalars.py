@@ -1,13 +1,19 @@
 """The append-only scalar log: one JSON object per line, per logged step, per member.
 
 JSON has no NaN or infinity, so non-finite floats are written as the strings
-"nan", "inf" and "-inf" and decoded back to floats when read.
+"nan", "inf" and "-inf" and decoded back to floats when read. Every line ends with
+``"_crc":"<crc32 of the line without it, hex>"``: a flipped bit makes the line invalid
+(dropped and counted) instead of a wrong number. Lines of older files without the field
+are accepted when no line of the file has one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import re
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +30,8 @@ _NONFINITE_IN = {
     "-Infinity": -math.inf,
 }
 KEY_COLUMNS = ("step", "seed")
+CRC_KEY = "_crc"
+_CRC_TAIL = re.compile(rb',"_crc":"([0-9a-f]{8})"\}$')
 
 
 def _as_int(value: Any, name: str) -> int:
@@ -53,7 +61,18 @@ def encode_row(row: Mapping[str, Any]) -> str:
     out = {str(k): _encode_value(str(k), v) for k, v in row.items()}
     for k in KEY_COLUMNS:
         out[k] = _as_int(row[k], k)
-    return json.dumps(out, allow_nan=False, separators=(",", ":"))
+    out.pop(CRC_KEY, None)
+    body = json.dumps(out, allow_nan=False, separators=(",", ":"))
+    return f'{body[:-1]},"{CRC_KEY}":"{zlib.crc32(body.encode()):08x}"}}'
+
+
+def _crc_ok(line: bytes) -> bool | None:
+    """True/False: the line's checksum matches/does not; None: the line carries none."""
+    m = _CRC_TAIL.search(line.rstrip(b"\r"))
+    if m is None:
+        return None
+    body = line[: m.start()] + b"}"
+    return zlib.crc32(body) == int(m.group(1), 16)
 
 
 def encode_rows(rows: Iterable[Mapping[str, Any]]) -> bytes:
@@ -73,7 +92,7 @@ class ParsedLines:
 
     records: decoded rows in file order; raw: the corresponding line bytes (with newline).
     torn_tail: the file ended in a partial line (no newline), which was dropped.
-    bad_lines: complete lines that were not valid rows (dropped).
+    bad_lines: complete lines that were not valid rows or failed their checksum (dropped).
     """
 
     records: list[dict[str, Any]] = field(default_factory=list)
@@ -89,6 +108,7 @@ def _decode_line(line: bytes) -> dict[str, Any] | None:
         return None
     if not isinstance(obj, dict):
         return None
+    obj.pop(CRC_KEY, None)
     try:
         row = {str(k): _decode_value(v) for k, v in obj.items()}
         for k in KEY_COLUMNS:
@@ -105,16 +125,31 @@ def parse_lines(data: bytes) -> ParsedLines:
     tail = lines.pop()
     if tail.strip():
         out.torn_tail = True
-    for line in lines:
+    checks = [_crc_ok(line) for line in lines]
+    checked = any(c is not None for c in checks)
+    for line, ok in zip(lines, checks):
         if not line.strip():
             continue
-        row = _decode_line(line)
+        row = None if (checked and not ok) else _decode_line(line)
         if row is None:
             out.bad_lines += 1
             continue
         out.records.append(row)
         out.raw.append(line + b"\n")
     return out
+
+
+def frame_digest(df: pd.DataFrame) -> str:
+    """sha256 over the column names, dtypes and values of ``df`` (index ignored)."""
+    h = hashlib.sha256()
+    for col in df.columns:
+        values = df[col].to_numpy()
+        h.update(f"{col}\0{values.dtype}\0{len(values)}\0".encode())
+        if values.dtype.hasobject:
+            h.update(json.dumps([str(v) for v in values]).encode())
+        else:
+            h.update(values.tobytes())
+    return h.hexdigest()
 
 
 def drop_superseded(df: pd.DataFrame) -> pd.DataFrame:

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from widthscan.store.layout import iter_run_dirs, run_label
+from widthscan.store.checkpoint import StoreWarning
+from widthscan.store.layout import SWEEP_CONFIG, iter_run_dirs, run_label
 from widthscan.store.probes import ProbeSeries
 from widthscan.store.run import RunStore
 from widthscan.store.scalars import KEY_COLUMNS
@@ -91,6 +92,36 @@ def read_runs(sweep_dir: str | os.PathLike[str], with_probes: bool) -> list[RunD
     return [read_run(p, w, path, with_probes) for p, w, path in iter_run_dirs(root)]
 
 
+def damage_notes(status: dict[str, Any] | None, scalars: pd.DataFrame | None = None
+                 ) -> list[str]:
+    """What was repaired or dropped when reading one run's status and scalars (empty when
+    nothing was). A partial last line of a running run is its writer at work, not damage."""
+    status = status or {}
+    attrs = scalars.attrs if scalars is not None else {}
+    notes = [status["repaired"]] if status.get("repaired") else []
+    if status.get("lost_rows"):
+        notes.append(f"{status['lost_rows']} scalar rows lost before a checkpoint")
+    if attrs.get("bad_lines"):
+        notes.append(f"{attrs['bad_lines']} damaged scalar lines dropped")
+    if attrs.get("torn_tail") and status.get("state") != "running":
+        notes.append("a partial last scalar line dropped")
+    return notes
+
+
+def read_config_text(sweep_dir: str | os.PathLike[str]) -> str:
+    """SWEEP/sweep.toml as text ("" if missing or not UTF-8, with a StoreWarning); the text
+    is never executed or imported from."""
+    path = Path(sweep_dir) / SWEEP_CONFIG
+    try:
+        return path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        return ""
+    except (OSError, UnicodeDecodeError) as e:
+        warnings.warn(f"ignoring unreadable {path} ({type(e).__name__})", StoreWarning,
+                      stacklevel=3)
+        return ""
+
+
 def metric_columns(frames: list[pd.DataFrame]) -> list[str]:
     """Numeric columns other than step/seed, in first-seen order."""
     names: dict[str, None] = {}
@@ -130,8 +161,8 @@ def load_scalars(sweep_dir: str | os.PathLike[str], *, mask_diverged: bool = Tru
 
 def load_status(sweep_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """One row per run: param, width, state, step, steps, diverged ({seed: step}), seeds,
-    updated (Unix s), error (last line of error.txt or None). Runs without status.json are
-    "pending".
+    updated (Unix s), error (last line of error.txt or None), damaged (what was repaired or
+    lost, or None). Runs without status.json are "pending".
     """
     rows = []
     for param, width, path in iter_run_dirs(sweep_dir):
@@ -150,7 +181,9 @@ def load_status(sweep_dir: str | os.PathLike[str]) -> pd.DataFrame:
                 "seeds": status.get("seeds"),
                 "updated": status.get("updated"),
                 "error": lines[-1] if lines else None,
+                "damaged": "; ".join(damage_notes(status)) or None,
             }
         )
-    columns = ["param", "width", "state", "step", "steps", "diverged", "seeds", "updated", "error"]
+    columns = ["param", "width", "state", "step", "steps", "diverged", "seeds", "updated", "error",
+               "damaged"]
     return pd.DataFrame(rows, columns=columns)

@@ -15,26 +15,29 @@ from widthscan.config import SweepConfig, config_dict, parse_config
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One (param, width) run of a sweep; ``config`` is the resolved sweep config dict."""
+    """One (param, width) run of a sweep; ``config`` is the resolved sweep config dict;
+    ``allow_import`` the modules of user code the command allowed (see ``parse_config``)."""
 
     sweep_dir: str
     param: str
     width: int
     config: dict[str, Any]
+    allow_import: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
         return f"param={self.param},width={self.width}"
 
     def sweep_config(self) -> SweepConfig:
-        return parse_config(self.config)
+        return parse_config(self.config, self.allow_import)
 
 
-def plan(cfg: SweepConfig, sweep_dir: str | Path) -> list[RunSpec]:
+def plan(cfg: SweepConfig, sweep_dir: str | Path,
+         allow_import: tuple[str, ...] = ()) -> list[RunSpec]:
     """One RunSpec per (parameterization, width), widest first within each parameterization
     so the reference run finishes early."""
     resolved = config_dict(cfg)
-    return [RunSpec(str(sweep_dir), p, w, resolved)
+    return [RunSpec(str(sweep_dir), p, w, resolved, tuple(allow_import))
             for p in cfg.params for w in sorted(cfg.widths, reverse=True)]
 
 
@@ -60,8 +63,9 @@ def model_options(cfg: SweepConfig, spec: tasks.TaskSpec) -> dict[str, Any]:
     return opts
 
 
-def make_factory(cfg: SweepConfig, spec: tasks.TaskSpec) -> models.registry.Factory:
-    return models.factory(cfg.model.family, **model_options(cfg, spec))
+def make_factory(cfg: SweepConfig, spec: tasks.TaskSpec,
+                 allow_import: tuple[str, ...] = ()) -> models.registry.Factory:
+    return models.factory(cfg.model.family, allow_import=allow_import, **model_options(cfg, spec))
 
 
 def resolve_device(name: str) -> torch.device:

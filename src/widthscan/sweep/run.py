@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import traceback
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,11 @@ from widthscan.sweep.plan import (
 from widthscan.sweep.trackers import make_tracker
 from widthscan.train import Ensemble, make_schedule
 from widthscan.train.loop import LoopHooks, train_loop
+from widthscan.train.losses import IGNORE_INDEX
 
 FLUSH_EVERY = 25
 FINISHED = ("done", "diverged")
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def build_ensemble(spec: RunSpec, task) -> Ensemble:
@@ -33,7 +36,8 @@ def build_ensemble(spec: RunSpec, task) -> Ensemble:
     schedule = make_schedule(cfg.schedule.kind, train.steps, cfg.schedule.warmup_steps,
                              cfg.schedule.final_factor)
     return Ensemble(
-        make_factory(cfg, task.spec), spec.width, cfg.base_width, spec.param, opt.name,
+        make_factory(cfg, task.spec, spec.allow_import), spec.width, cfg.base_width,
+        spec.param, opt.name,
         cfg.seed_list, opt.lr, momentum=opt.momentum, nesterov=opt.nesterov,
         weight_decay=opt.weight_decay, betas=tuple(opt.betas), eps=opt.eps,
         loss=loss_name(cfg, task.spec), schedule=schedule,
@@ -56,6 +60,7 @@ def _status(store: RunStore, spec: RunSpec, ens: Ensemble, state: str, **extra: 
         "state": state, "step": ens.step_count, "steps": cfg.train.steps,
         "seeds": ens.seeds, "param": spec.param, "width": spec.width,
         "diverged": {str(s): d for s, d in zip(ens.seeds, ens.diverged_at) if d is not None},
+        **store.damage,
         **extra,
     }
     store.write_status(status)
@@ -65,13 +70,17 @@ def _status(store: RunStore, spec: RunSpec, ens: Ensemble, state: str, **extra: 
 def execute(spec: RunSpec, threads: int | None = None) -> dict:
     """Run (or resume, or skip if finished) one (param, width) run; returns its status.
 
-    Exceptions are recorded as state "failed" with the traceback in error.txt.
+    Exceptions are recorded as state "failed" with the traceback in error.txt, except a
+    full disk (OSError ENOSPC/EDQUOT), which is raised: nothing more can be written, and
+    rerunning once there is space resumes from the last checkpoint.
     """
     if threads:
         torch.set_num_threads(threads)
     store = RunStore(run_dir(spec.sweep_dir, spec.param, spec.width))
     previous = store.read_status()
     if previous and previous.get("state") in FINISHED:
+        if previous.get("repaired"):
+            store.write_status(previous)
         return previous
     ens = None
     try:
@@ -89,20 +98,33 @@ def execute(spec: RunSpec, threads: int | None = None) -> dict:
                 suite.load_state_dict({**_prefixed(tensors, "probes."),
                                        **meta.get("probes", {})})
         store.truncate_scalars(after_step=ens.step_count - 1)
+        store.check_resumed_scalars(checkpoint[1] if checkpoint else {})
         _status(store, spec, ens, "running")
         tracker = make_tracker(cfg.tracker.kind, store.path, spec.name, cfg.tracker.project,
                                spec.config)
         state = _train(spec, store, task, ens, suite, tracker)
         tracker.close()
         store.finalize()
-        return _status(store, spec, ens, state)
+        status = _status(store, spec, ens, state)
+        store.drop_checkpoint(cfg.store.keep_checkpoints)
+        return status
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            return _failed(store, spec, ens)
+        step = f" at step {ens.step_count}" if ens is not None else ""
+        raise OSError(err.errno, f"{err.strerror or err} (run {spec.name}{step})",
+                      err.filename) from None
     except Exception:
-        store.write_error(traceback.format_exc())
-        if ens is None:
-            status = {"state": "failed", "step": 0, "param": spec.param, "width": spec.width}
-            store.write_status(status)
-            return status
-        return _status(store, spec, ens, "failed")
+        return _failed(store, spec, ens)
+
+
+def _failed(store: RunStore, spec: RunSpec, ens: Ensemble | None) -> dict:
+    store.write_error(traceback.format_exc())
+    if ens is None:
+        status = {"state": "failed", "step": 0, "param": spec.param, "width": spec.width}
+        store.write_status(status)
+        return status
+    return _status(store, spec, ens, "failed")
 
 
 def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -142,7 +164,12 @@ def _train(spec: RunSpec, store: RunStore, task, ens: Ensemble, suite, tracker) 
             tensors.update({f"probes.{k}": v for k, v in probe_state.items()
                             if torch.is_tensor(v)})
             meta["probes"] = {k: v for k, v in probe_state.items() if not torch.is_tensor(v)}
+        store.sync_scalars()
+        meta["scalar_rows"] = store.scalar_rows
+        meta["damage"] = store.damage
         store.save_checkpoint(tensors, meta)
+        if cfg.store.keep_checkpoints == "all":
+            store.archive_checkpoint(done)
         _status(store, spec, ens, "running")
 
     hooks.on_checkpoint = on_checkpoint
@@ -152,8 +179,8 @@ def _train(spec: RunSpec, store: RunStore, task, ens: Ensemble, suite, tracker) 
         px, py = px.to(device), py.to(device)
         if px.is_floating_point():
             px = px.to(dtype)
-        if task.spec.seq_len is None:
-            store.write_probe("targets", 0, {"targets": probe_targets(py, ens.k)})
+        store.write_probe("targets", 0, {"targets": probe_targets(
+            py, ens.k, sequence=task.spec.seq_len is not None)})
         sharp = suite.options.get("sharpness", {}).get("batch_size") or train.batch_size
         bx, by = task.batch(0, sharp, device=device, dtype=dtype)
 
@@ -167,10 +194,17 @@ def _train(spec: RunSpec, store: RunStore, task, ens: Ensemble, suite, tracker) 
     return train_loop(ens, batch, train.steps, hooks)
 
 
-def probe_targets(y: torch.Tensor, k: int) -> Measurement:
+def probe_targets(y: torch.Tensor, k: int, sequence: bool = False) -> Measurement:
     """The probe set's targets as a probe variable (the same for all k members): class
-    labels (P,) with dims ("example",), regression targets (P, C) ("example", "output")."""
+    labels (P,) with dims ("example",), regression targets (P, C) ("example", "output");
+    for a ``sequence`` task (y of shape (P, S)) the target token at every predicted
+    position (y != -100), dims ("position",), numbered p * S + s as the logits probe's."""
     t = y.detach().cpu().numpy()
+    if sequence:
+        flat = t.reshape(-1)
+        where = np.flatnonzero(flat != IGNORE_INDEX)
+        return Measurement(("position",), np.broadcast_to(flat[where], (k, where.size)),
+                           {"position": where})
     dims = ("example",) if t.ndim == 1 else ("example", "output")
     return Measurement(dims, np.broadcast_to(t, (k, *t.shape)), {"example": np.arange(len(t))})
 

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from widthscan.store import RunStore, iter_run_dirs
+from widthscan.store.tables import damage_notes
 
 
 def status_table(sweep_dir: str | Path) -> pd.DataFrame:
@@ -28,5 +29,9 @@ def status_table(sweep_dir: str | Path) -> pd.DataFrame:
             "step": f"{status.get('step', 0)}/{status.get('steps', '?')}",
             "last loss (per seed)": last,
             "diverged": ", ".join(f"seed {s} @ step {t}" for s, t in diverged.items()) or "-",
+            "damaged": "; ".join(damage_notes(status, scalars)) or "-",
         })
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if len(table) and (table["damaged"] == "-").all():
+        table = table.drop(columns="damaged")
+    return table

@@ -261,7 +261,7 @@ POWER_LAW = Experiment(
                why="the paper reports R^2 > 0.99 on 2 epochs of ImageNet / 1 of Wikitext; "
                    "CPU runs have 4 seeds and short training, hence 0.9"),
         _claim("alpha", "the exponent is clearly positive (convergence as N grows)", "Fig. 9",
-               "main", "alpha (90% bootstrap interval over seeds)", ">", 0.1,
+               "main", "alpha (90% interval of analysis.fit_power_law)", ">", 0.1,
                stats.power_law_stat("alpha")),
     ),
     sweeps=_parts({"main": lambda s: configs.mlp_gegenbauer(

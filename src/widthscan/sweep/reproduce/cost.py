@@ -5,8 +5,9 @@ MLP 2 x parameters; transformer 2 x parameters x seq_len + 4 x layers x seq_len^
 ResNet-18 (CIFAR stem) 2 x 0.56e9 MACs at width 64 on 32x32 inputs, scaled by
 (width / 64)^2 and the input area. Parameters are counted on the meta device (nothing is
 allocated). Probes add ``PROBE_OVERHEAD``. Time = FLOPs / sustained throughput + a fixed
-per-step overhead (small widths are launch- or Python-bound, not FLOP-bound). These are
-order-of-magnitude estimates; measured CPU times are in docs/reproduce.md.
+per-step overhead (small widths are launch- or Python-bound, not FLOP-bound). The CPU
+throughput is calibrated on the measured CPU times in docs/reproduce.md (2-4 min per
+experiment); the H100's is an assumption. Order-of-magnitude estimates.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from typing import Any
 import torch
 
 PROBE_OVERHEAD = 1.3
-THROUGHPUT = {"cpu": 4e9, "gpu": 150e12}
-STEP_OVERHEAD_S = {"cpu": 3e-3, "gpu": 2.5e-3}
+THROUGHPUT = {"cpu": 50e9, "gpu": 150e12}
+STEP_OVERHEAD_S = {"cpu": 8e-3, "gpu": 2.5e-3}
 INPUT_SHAPES = {"gegenbauer": None, "polynomial": None, "synthetic_vision": (1, 8, 8),
                 "cifar5m": (3, 32, 32), "cifar10": (3, 32, 32), "fashion_mnist": (1, 28, 28)}
 
@@ -32,8 +33,8 @@ class Cost:
 
     def describe(self) -> str:
         if self.device == "cpu":
-            return f"~{self.hours * 60:.0f} min CPU" if self.hours < 1 else \
-                f"~{self.hours:.1f} h CPU"
+            minutes = self.hours * 60
+            return f"~{minutes:.1f} min CPU" if minutes < 60 else f"~{self.hours:.1f} h CPU"
         return f"~{self.hours:.2g} GPU-h (H100)"
 
 

@@ -14,7 +14,6 @@ Layout of ``out`` for one experiment::
 from __future__ import annotations
 
 import json
-import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -170,6 +169,3 @@ def list_table() -> str:
                   f"  cost: {'; '.join(costs)}", ""]
     return "\n".join(lines).rstrip()
 
-
-def print_err(text: str) -> None:
-    print(text, file=sys.stderr)

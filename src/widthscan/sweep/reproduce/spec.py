@@ -10,7 +10,7 @@ data cannot decide (too few widths, diverged or missing runs).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -152,7 +152,6 @@ class Experiment:
     claims: tuple[Claim, ...]
     sweeps: Callable[[str], Mapping[str, dict[str, Any]]]
     notes: str = ""
-    parts_doc: Mapping[str, str] = field(default_factory=dict)
 
     def configs(self, scale: str) -> dict[str, dict[str, Any]]:
         if scale not in SCALES:

@@ -271,7 +271,8 @@ def curve_distance_ratio(var: str, param: str, versus: str, until: float = 1.0,
 
     def prepare(ds: xr.Dataset) -> xr.Dataset:
         need(ds, var)
-        at_param(ds, param), at_param(ds, versus)
+        for p in (param, versus):
+            at_param(ds, p)
         return ds[[var]].sel(param=[param, versus])
 
     def stat(ds: xr.Dataset) -> float:
@@ -296,7 +297,8 @@ def logit_distance_ratio(param: str, versus: str, at: float = 1.0, n_boot: int |
 
     def prepare(ds: xr.Dataset) -> xr.Dataset:
         need(ds, "logits")
-        at_param(ds, param), at_param(ds, versus)
+        for p in (param, versus):
+            at_param(ds, p)
         return at_step(ds[["logits"]].sel(param=[param, versus]), "logits", at)
 
     def stat(ds: xr.Dataset) -> float:

@@ -29,6 +29,7 @@ def test_every_experiment_has_valid_configs_and_claims_about_its_parts(scale):
             parsed = parse_config(cfg)
             assert parse_sweep_name(parsed.name) == (exp.name, part, scale)
             assert len(parsed.widths) >= (2 if scale == "smoke" else 4), (exp.name, part)
+            assert parsed.train.device == ("auto" if scale in ("gpu", "paper") else "cpu")
         assert {c.part for c in exp.claims} <= set(configs), exp.name
 
 

@@ -46,8 +46,10 @@ def claims_table(results: Sequence[Any], caption: str = "") -> Table:
 
 
 def _explain() -> str:
-    return ("PASS: the whole 90% interval of the statistic (percentile bootstrap over seeds) "
-            "is on the paper's side of the threshold; FAIL: entirely on the other side; "
+    return ("PASS: the whole 90% interval of the statistic (percentile bootstrap over seeds; "
+            "leave-one-seed-out jackknife for statistics of the ensemble; the fit's own "
+            "interval for a power-law exponent) is on the paper's side of the threshold; "
+            "FAIL: entirely on the other side; "
             "INCONCLUSIVE: it straddles the threshold, or the data cannot decide (too few "
             "widths, diverged or missing runs).")
 

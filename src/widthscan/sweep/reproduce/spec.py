@@ -158,7 +158,10 @@ class Experiment:
             raise ValueError(f"scale={scale!r}; allowed: {SCALES}")
         out = {}
         for part, cfg in self.sweeps(scale).items():
-            out[part] = {**cfg, "name": sweep_name(self.name, part, scale)}
+            cfg = {**cfg, "name": sweep_name(self.name, part, scale)}
+            if scale in ("gpu", "paper"):
+                cfg["train"] = {**cfg["train"], "device": "auto"}
+            out[part] = cfg
         return out
 
     def claims_of(self, part: str) -> list[Claim]:

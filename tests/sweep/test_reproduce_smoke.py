@@ -40,3 +40,22 @@ def test_part_report_starts_with_paper_vs_measured(tmp_path):
     assert html.count("data-claim=") == len(run.results) == 2
     page = (tmp_path / "report.html").read_text()
     assert 'href="main/report.html"' in page
+
+
+def test_cli_writes_tomls_that_widthscan_run_resumes(tmp_path, capsys):
+    from widthscan.cli.main import main
+    from widthscan.store import iter_run_dirs
+
+    out = tmp_path / "pl"
+    assert main(["reproduce", "power-law", "--scale", "smoke", "-o", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "statistic  threshold" in printed and "report:" in printed
+
+    def stamps() -> dict:
+        return {(p, w): (path / "status.json").stat().st_mtime_ns
+                for p, w, path in iter_run_dirs(out / "main")}
+
+    before = stamps()
+    assert len(before) == 2
+    assert main(["run", str(out / "main.toml"), "-o", str(out / "main"), "--quiet"]) == 0
+    assert stamps() == before  # the same config: finished runs are kept, not retrained

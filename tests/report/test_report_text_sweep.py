@@ -167,3 +167,19 @@ def test_report_reads_each_variable_at_most_once(sweep_dir, monkeypatch, capsys)
     assert reads, "the report read nothing"
     for var, n in reads.items():
         assert n <= shards[var], (var, n, shards[var])
+
+
+def test_variables_too_big_to_hold_are_read_lazily_per_section(sweep_dir, monkeypatch):
+    """Past report.build.HOLD_BYTES a variable is not held in memory; every section still
+    builds from the lazy Dataset (each reads the part it shows)."""
+    import warnings
+
+    from widthscan.report import build
+
+    monkeypatch.setattr(build, "HOLD_BYTES", 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", build.ReportWarning)
+        html = widthscan.report.report(ws.load(sweep_dir), sweep_dir / "lazy.html",
+                                       progress=False).read_text()
+    for sid in ("logits", "successive", "kernel", "attention", "bias-variance"):
+        assert f'id="{sid}"' in html

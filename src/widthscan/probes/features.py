@@ -196,11 +196,11 @@ def measure_preactivations(m: Members, x: torch.Tensor, layers: Sequence[str] | 
                            range_std: float = 5.0) -> dict[str, Measurement]:
     """Histograms of each layer's outputs over (neurons x positions x probe inputs).
 
-    ``edges`` (L, bins + 1) fixes the bins (the suite passes those of its first call);
-    by default they span mean +- ``range_std`` std of this call's values, pooled over
-    members. Returns ``preact_hist`` (K, L, B) int64 counts (values outside the edges
-    are not counted), ``preact_edges`` (K, L, B + 1) and ``preact_stats`` (K, L, 3):
-    mean, std and excess kurtosis over all values, in preactivation units.
+    ``edges`` (L, bins + 1) fixes the bins; by default (and in a sweep) they span
+    mean +- ``range_std`` std of this call's values, pooled over members. Returns
+    ``preact_hist`` (K, L, B) int64 counts (values outside the edges are not counted),
+    ``preact_edges`` (K, L, B + 1) and ``preact_stats`` (K, L, 3): mean, std and excess
+    kurtosis over all values, in preactivation units.
     """
     specs = preact_layers(m.net, layers)
     vals = [v.reshape(v.shape[0], -1)

@@ -57,19 +57,25 @@ def resolve(net: nn.Module, names: Sequence[str]) -> list[str]:
 
 
 @contextlib.contextmanager
-def capture(net: nn.Module, layers: Sequence[Layer], store: dict[str, torch.Tensor]
-            ) -> Iterator[dict[str, torch.Tensor]]:
+def capture(net: nn.Module, layers: Sequence[Layer], store: dict[str, torch.Tensor],
+            repeats: bool = False) -> Iterator[dict[str, torch.Tensor]]:
     """Record each layer's tensor into ``store[label]`` during forwards inside the block.
 
     A module that runs more than once per forward is an error (the feature would be
-    ambiguous). The hooks are removed on exit, also after an exception.
+    ambiguous), unless ``repeats``: then its n-th call goes to ``store[f"{label}#{n}"]``.
+    The hooks are removed on exit, also after an exception.
     """
     modules = dict(net.named_modules())
     handles = []
 
     def put(label: str, t: torch.Tensor) -> None:
         if label in store:
-            raise ValueError(f"layer {label!r} ran more than once in one forward")
+            if not repeats:
+                raise ValueError(f"layer {label!r} ran more than once in one forward")
+            n = 2
+            while f"{label}#{n}" in store:
+                n += 1
+            label = f"{label}#{n}"
         store[label] = t
 
     try:

@@ -2,9 +2,9 @@
 
 The trainer asks ``due(step)`` and, when the list is not empty, calls ``measure`` with
 the ensemble, the fixed probe set and the fixed sharpness batch. The suite keeps the
-preactivation bin edges of its first measurement and the Lanczos warm start of the
-last sharpness measurement (``Eigenpairs.warm``); ``state_dict`` / ``load_state_dict``
-carry them through a checkpoint so that a resumed run measures the same numbers.
+Lanczos warm start of the last sharpness measurement (``Eigenpairs.warm``);
+``state_dict`` / ``load_state_dict`` carry it through a checkpoint so that a resumed run
+measures the same numbers.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
 from widthscan.measurement import Measurement
@@ -20,7 +19,6 @@ from widthscan.probes.features import (
     measure_attention,
     measure_kernels,
     measure_preactivations,
-    preact_layers,
 )
 from widthscan.probes.hessian import (
     HVP_MODES,
@@ -136,8 +134,6 @@ class ProbeSuite:
             for name, opts in self.options.items()
         }
         self._due = {name: set(s) for name, s in self.steps.items()}
-        self._edges: torch.Tensor | None = None
-        self._edge_layers: list[str] | None = None
         self._warm: torch.Tensor | None = None
 
     @property
@@ -191,16 +187,9 @@ class ProbeSuite:
 
     def _preactivations(self, m, x: torch.Tensor, o: Mapping[str, Any]
                         ) -> dict[str, Measurement]:
-        layers = [layer.label for layer in preact_layers(m.net, o["layers"])]
-        if self._edges is not None and self._edge_layers != layers:
-            raise ValueError(f"preactivation layers {layers} differ from those of the first "
-                             f"measurement {self._edge_layers}")
-        result = measure_preactivations(m, x, o["layers"], o["bins"], self._edges,
-                                        o["range_std"])
-        if self._edges is None:
-            self._edges = torch.as_tensor(result["preact_edges"].values[0])
-            self._edge_layers = layers
-        return result
+        """Each measurement bins its own values (mean +- range_std std): edges fixed at
+        the first call lose what outgrows them (SP's features widen as they train)."""
+        return measure_preactivations(m, x, o["layers"], o["bins"], None, o["range_std"])
 
     def _sharpness(self, m, x: torch.Tensor | None, y: torch.Tensor | None,
                    o: Mapping[str, Any]) -> dict[str, Measurement]:
@@ -221,18 +210,12 @@ class ProbeSuite:
     def state_dict(self) -> dict[str, torch.Tensor | list]:
         """Tensors and string lists (safetensors / JSON friendly) to resume exactly."""
         state: dict[str, torch.Tensor | list] = {}
-        if self._edges is not None:
-            state["preactivations.edges"] = self._edges.clone()
-            state["preactivations.layers"] = list(self._edge_layers or [])
         if self._warm is not None:
             state["sharpness.vectors"] = self._warm.clone()
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what ``state_dict`` returned (missing entries reset that state)."""
-        edges = state.get("preactivations.edges")
-        self._edges = None if edges is None else torch.as_tensor(np.asarray(edges)).double()
-        layers = state.get("preactivations.layers")
-        self._edge_layers = None if layers is None else [str(s) for s in layers]
+        """Restore what ``state_dict`` returned (missing entries reset that state; the
+        preactivation edges older checkpoints carry are no longer used)."""
         vectors = state.get("sharpness.vectors")
         self._warm = None if vectors is None else torch.as_tensor(vectors).clone()

@@ -21,6 +21,11 @@ from matplotlib.ticker import (
 from widthscan.report import style
 
 STEP_LABEL = "training step"
+MARKER_MAX = 12  # curves with at most this many points get markers
+OWN_AXIS = "own y axis"  # title note of panels that do not share the y axis
+_NOTE = {"fontsize": 9, "color": "0.35", "zorder": 10,
+         "bbox": {"boxstyle": "square,pad=0.2", "facecolor": "white", "edgecolor": "none",
+                  "alpha": 0.85}}
 
 
 def new_figure(ncols: int, nrows: int = 1, *, sharey: bool | str = True,
@@ -88,6 +93,101 @@ def clip_outliers(ax, *arrays: Any, factor: float = 10.0, bottom: bool = False,
         if note and low < limit_lo:
             ax.text(0.01, 0.01, f"values down to {low:.3g} off scale", transform=ax.transAxes,
                     ha="left", va="bottom", fontsize=9, color="0.35")
+
+
+def _robust_range(v: np.ndarray, log: bool, factor: float, bottom: bool
+                  ) -> tuple[float, float]:
+    """(lo, hi) of the values ``v`` with a few extreme ones left out: at most ``factor``
+    (log) or one 1-99 percentile span (linear) beyond the 1st / 99th percentile."""
+    lo, hi = float(v.min()), float(v.max())
+    if v.size < 20:
+        return lo, hi
+    p_lo, p_hi = (float(x) for x in np.percentile(v, [1, 99]))
+    span = p_hi - p_lo
+    hi = min(hi, p_hi * factor if log else p_hi + span)
+    if bottom:
+        lo = max(lo, p_lo / factor if log else p_lo - span)
+    return lo, hi
+
+
+def _padded(lo: float, hi: float, log: bool) -> tuple[float, float]:
+    if log:
+        a, b = np.log10(lo), np.log10(hi)
+        pad = 0.05 * (b - a) if b > a else 0.2
+        return float(10 ** (a - pad)), float(10 ** (b + pad))
+    pad = 0.05 * (hi - lo) if hi > lo else max(0.1 * abs(hi), 0.5)
+    return lo - pad, hi + pad
+
+
+def scale_panels(axes: Sequence[Any], data: Sequence[Sequence[Any]], *, log: bool = False,
+                 refs: Sequence[Sequence[float]] | None = None, factor: float = 10.0,
+                 bottom: bool | None = None, min_fill: float = 0.25) -> bool:
+    """Y axes of a row of panels, each fitted to its own data (``data[i]``: the arrays
+    drawn in ``axes[i]``), so that one parameterization's blow-up never flattens another's
+    curves. A few extreme values are left off scale (see ``_robust_range``; the low end
+    too when ``bottom``, default: on linear axes) and the panel they belong to says how
+    many. ``refs[i]``: reference values (threshold lines) kept in view, never clipped.
+
+    The panels share one axis when each one's data fills at least ``min_fill`` of the
+    common range (they then compare at a glance); otherwise each gets its own, and its
+    title says so.
+    ``log``: a log axis when there are positive values. Returns whether they share.
+    """
+    vals = [finite(*arrays) for arrays in data]
+    if log and any((v > 0).any() for v in vals):
+        vals = [v[v > 0] for v in vals]
+        for ax in axes:
+            ax.set_yscale("log")
+    else:
+        log = False
+    clip_low = (not log) if bottom is None else bottom
+    ranges: list[tuple[float, float] | None] = []
+    for i, v in enumerate(vals):
+        r = _robust_range(v, log, factor, clip_low) if v.size else None
+        extra = finite(*(refs[i] if refs else ()))
+        extra = extra[extra > 0] if log else extra
+        if extra.size:
+            r = (min(r[0], float(extra.min())) if r else float(extra.min()),
+                 max(r[1], float(extra.max())) if r else float(extra.max()))
+        ranges.append(r)
+    shown = [r for r in ranges if r is not None]
+    if not shown:
+        return False
+
+    def t(x: float) -> float:
+        return float(np.log10(x)) if log else x
+
+    lo_all, hi_all = min(r[0] for r in shown), max(r[1] for r in shown)
+    union = t(hi_all) - t(lo_all)
+    share = len(axes) > 1 and all(t(r[1]) - t(r[0]) >= min_fill * union for r in shown)
+    for i, ax in enumerate(axes):
+        r = (lo_all, hi_all) if share else ranges[i]
+        if r is None:
+            continue
+        if not share and len(axes) > 1 and ax.get_title():
+            ax.set_title(f"{ax.get_title()} ({OWN_AXIS})")
+        if share and i > 0:
+            ax.sharey(axes[0])
+            ax.tick_params(labelleft=False)
+        limits = _padded(*r, log)
+        ax.set_ylim(*limits)
+        if log and r[1] / r[0] < 100:
+            plain_log_ticks(ax.yaxis)
+        _off_scale_note(ax, vals[i], *limits)
+    return share
+
+
+def _off_scale_note(ax, v: np.ndarray, lo: float, hi: float) -> None:
+    """Say in ``ax`` how many of its values ``v`` lie above ``hi`` / below ``lo``."""
+    above, below = v[v > hi], v[v < lo]
+    if above.size:
+        ax.text(0.01, 0.99, f"{above.size} of {v.size} values off scale, "
+                f"up to {float(above.max()):.3g}", transform=ax.transAxes, ha="left", va="top",
+                **_NOTE)
+    if below.size:
+        ax.text(0.01, 0.01, f"{below.size} of {v.size} values off scale, "
+                f"down to {float(below.min()):.3g}", transform=ax.transAxes, ha="left",
+                va="bottom", **_NOTE)
 
 
 def log_x(ax, *arrays: Any, base: float = 10) -> None:
@@ -164,7 +264,11 @@ def reference_of(da: xr.DataArray, param: str) -> int | None:
 
 def plot_by_width(ax, da: xr.DataArray, colors: Mapping[int, Any], x_dim: str,
                    skip: int | None = None, **kw: Any) -> None:
+    """One line per width (per seed too when ``da`` has more dims) against ``x_dim``;
+    with few points (at most ``MARKER_MAX``) every point gets a marker."""
     x = da[x_dim].values
+    if x.size <= MARKER_MAX and "marker" not in kw:
+        kw = {"marker": "o", "ms": 3.5 if kw.get("lw", 1.6) < 1.0 else 4.5, **kw}
     for w in widths_of(da):
         if w == skip:
             continue

@@ -102,10 +102,16 @@ def _why_not(ctx: Context, spec: SectionSpec) -> str | None:
     return None
 
 
+HOLD_BYTES = 256 * 2**20
+"""Variables up to this size are held in memory while sections use them (read once);
+larger ones stay lazy and each section reads only the part it shows."""
+
+
 class _WorkingSet:
     """Holds in memory the variables of the section being built and of later ones that
     read them again; everything else stays lazy (as ``widthscan.load`` returns it), so a
-    report's memory is bounded by what its sections read, each read from disk once."""
+    report's memory is bounded by what its sections read, each read from disk once
+    (variables over HOLD_BYTES: once per use, of the part used)."""
 
     def __init__(self, ds: xr.Dataset, specs: list[SectionSpec]) -> None:
         self.lazy = ds
@@ -118,7 +124,8 @@ class _WorkingSet:
             if name not in later and name not in self.specs[i].variables():
                 del self.loaded[name]
         for name in self.specs[i].variables():
-            if name in self.lazy.data_vars and name not in self.loaded:
+            if (name in self.lazy.data_vars and name not in self.loaded
+                    and self.lazy[name].nbytes <= HOLD_BYTES):
                 self.loaded[name] = self.lazy[name].compute()
         return self.lazy.assign(self.loaded) if self.loaded else self.lazy
 

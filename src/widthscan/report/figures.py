@@ -5,13 +5,16 @@ returned (distances, fits, spectra, ...) or raw variables of the Dataset, and th
 functions only draw them. Figures are ``matplotlib.figure.Figure`` objects, never
 pyplot's global figure manager, and are created under ``style.RC`` (scoped).
 
-Conventions: one panel per parameterization, side by side, sharing the y axis so
-they compare at a glance; widths coloured by log2(width) with a colorbar; the
+Conventions: one panel per parameterization, side by side; curves over training share
+the y axis only when every panel's data fills a good part of it (``axes.scale_panels``:
+SP's blow-up never flattens muP's curves, and the panel whose values are off scale says
+so); widths coloured by log2(width) with a colorbar; the
 reference (widest) width is left out of distance plots, where it is zero.
 """
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -36,13 +39,21 @@ from widthscan.report.axes import (
     plain_log_ticks,
     plot_by_width,
     reference_of,
+    scale_panels,
     single_handles,
     step_axis,
     width_xaxis,
     widths_of,
 )
 
+HIST_QUANTILE = 0.005  # histogram panels show the 0.5% to 99.5% quantiles of their values
+
 # ---------------------------------------------------------------- curves over training
+
+
+def _without(da: xr.DataArray, width: int | None) -> xr.DataArray:
+    """``da`` without the reference ``width`` (not drawn: its distance to itself is 0)."""
+    return da if width is None else da.drop_sel(width=width)
 
 
 @style.styled
@@ -66,26 +77,31 @@ def width_curves(
     sd = step_dim(main)
     params, widths = params_of(main), widths_of(main)
     colors = style.width_colors(widths)
-    fig, axes = new_figure(len(params))
+    fig, axes = new_figure(len(params), sharey=False)
     handles: list[Any] = []
+    data, refs = [], []
     for ax, p in zip(axes[0], params):
         ref = reference_of(main, p) if skip_reference else None
+        drawn = [_without(main.sel(param=p), ref)]
         if single is not None:
             plot_by_width(ax, single.sel(param=p), colors, sd, ref, lw=0.8, alpha=0.4)
+            drawn.append(_without(single.sel(param=p), ref))
         plot_by_width(ax, main.sel(param=p), colors, sd, ref, lw=2.0)
+        levels = []
         for value, label in (hlines or {}).get(p, []):
             if isinstance(value, xr.DataArray):
                 h, = ax.plot(value[value.dims[0]].values, value.values, ls="--",
                              color=style.REFERENCE_COLOR, lw=1.3, label=label)
+                drawn.append(value)
             else:
                 h = ax.axhline(value, ls="--", color=style.REFERENCE_COLOR, lw=1.3, label=label)
+                levels.append(value)
             handles.append(h)
+        data.append(drawn)
+        refs.append(levels)
         panel_title(ax, p)
         step_axis(ax, main[sd].values)
-    if logy:
-        log_y(axes[0, 0], main, single)
-    lines = [v for refs in (hlines or {}).values() for v, _ in refs if isinstance(v, xr.DataArray)]
-    clip_outliers(axes[0, 0], main, single, *lines, bottom=bool(lines) and not logy)
+    scale_panels(axes[0], data, log=logy, refs=refs)
     axes[0, 0].set_ylabel(ylabel)
     fig_legend(fig, (single_handles() if single is not None else []) + handles)
     return finish(fig, title, widths, axes)
@@ -102,7 +118,7 @@ def loss_curves(curves: xr.DataArray, diff: xr.DataArray, *, ylabel: str, diff_l
     sd = step_dim(curves)
     params, widths = params_of(curves), widths_of(curves)
     colors = style.width_colors(widths)
-    fig, axes = new_figure(len(params), 2, sharey="row", panel_h=3.3)
+    fig, axes = new_figure(len(params), 2, sharey=False, panel_h=3.3)
     for j, p in enumerate(params):
         top, bottom = axes[0, j], axes[1, j]
         plot_by_width(top, curves.sel(param=p), colors, sd, lw=1.4)
@@ -110,10 +126,9 @@ def loss_curves(curves: xr.DataArray, diff: xr.DataArray, *, ylabel: str, diff_l
         panel_title(top, p)
         step_axis(bottom, curves[sd].values)
         top.set_xlabel("")
-    log_y(axes[0, 0], curves)
-    log_y(axes[1, 0], diff)
-    clip_outliers(axes[0, 0], curves)
-    clip_outliers(axes[1, 0], diff)
+    scale_panels(axes[0], [[curves.sel(param=p)] for p in params], log=True)
+    scale_panels(axes[1], [[_without(diff.sel(param=p), reference_of(diff, p))]
+                           for p in params], log=True)
     axes[0, 0].set_ylabel(ylabel)
     axes[1, 0].set_ylabel(diff_label)
     return finish(fig, title, widths, axes)
@@ -209,9 +224,16 @@ def matrix_grid(mats: xr.DataArray, *, title: str, cbar_label: str, xlabel: str,
                 if i == len(params) - 1:
                     ax.set_xlabel(xlabel)
             cb = fig.colorbar(im, ax=list(axes[i]), fraction=0.03, pad=0.01, aspect=15)
-            cb.set_label(cbar_label)
+            cb.set_label(_fit_label(cbar_label, side))
         fig.suptitle(title)
     return fig
+
+
+def _fit_label(text: str, height_in: float, fontsize: float = 10.0) -> str:
+    """``text`` wrapped onto lines short enough to run along a colour bar of one row
+    (``height_in`` inches), so the labels of stacked rows never run into each other."""
+    chars = max(8, int(0.85 * height_in * 72 / (0.6 * fontsize)))
+    return textwrap.fill(text, chars)
 
 
 # ---------------------------------------------------------------- distributions
@@ -229,10 +251,12 @@ def preact_histograms(hist: xr.DataArray, edges: xr.DataArray, *, title: str,
     params, widths = params_of(hist), widths_of(hist)
     colors = style.width_colors(widths)
     rdim = next(d for d in hist.dims if d not in ("param", "width", "bin"))
-    fig, axes = new_figure(len(params), hist.sizes[rdim], sharey="row", sharex="row", panel_h=3.0)
+    fig, axes = new_figure(len(params), hist.sizes[rdim], sharey=False, sharex=False,
+                           panel_h=3.0)
     for i in range(hist.sizes[rdim]):
         for j, p in enumerate(params):
             ax = axes[i, j]
+            drawn = []
             for w in widths:
                 c = hist.sel(param=p, width=w).isel({rdim: i}).values.astype(np.float64)
                 e = edges.sel(param=p, width=w).isel({rdim: i}).values.astype(np.float64)
@@ -240,10 +264,35 @@ def preact_histograms(hist: xr.DataArray, edges: xr.DataArray, *, title: str,
                     continue
                 ax.hist(e[:-1], bins=e, weights=c, density=True, histtype="step",
                         color=colors[w], lw=1.4)
+                drawn.append((c, e))
+            if drawn:
+                _histogram_range(ax, drawn)
             ax.set_title(f"{style.param_name(p)}: {row_labels[i]}")
             ax.set_xlabel(xlabel)
         axes[i, 0].set_ylabel("density")
     return finish(fig, title, widths, axes)
+
+
+def _histogram_range(ax, hists: Sequence[tuple[np.ndarray, np.ndarray]],
+                     q: float = HIST_QUANTILE) -> None:
+    """x range of one panel: from the ``q`` to the 1 − ``q`` quantile of its histograms
+    (counts, edges), widths pooled, plus 5%; the panel says how many counted values lie
+    outside it."""
+    centers = np.concatenate([(e[:-1] + e[1:]) / 2 for _, e in hists])
+    counts = np.concatenate([c for c, _ in hists])
+    order = np.argsort(centers)
+    cum = np.cumsum(counts[order]) / counts.sum()
+    lo = float(centers[order][np.searchsorted(cum, q)])
+    hi = float(centers[order][min(np.searchsorted(cum, 1 - q), cum.size - 1)])
+    bin_w = max(float(np.max(e[1:] - e[:-1])) for _, e in hists)
+    pad = bin_w + 0.05 * (hi - lo + 2 * bin_w)
+    lo, hi = lo - pad, hi + pad
+    ax.set_xlim(lo, hi)
+    outside = float(counts[(centers < lo) | (centers > hi)].sum())
+    if outside > 0:
+        ax.text(0.99, 0.99, f"{outside / counts.sum():.2%} of counted values\n"
+                f"outside this range", transform=ax.transAxes, ha="right", va="top",
+                fontsize=8, color="0.35")
 
 
 # ---------------------------------------------------------------- ensembles
@@ -395,8 +444,9 @@ def extrapolation(curves: xr.DataArray, inf: xr.DataArray, *, ylabel: str, title
 @style.styled
 def consistency_over_time(cw: xr.DataArray, widths: Sequence[int], *, title: str,
                           ylabel: str) -> Figure:
-    """Consistency width (param, <step>) over training, one line per parameterization;
-    NaN (no width narrower than the widest qualifies) is drawn on a "none" row on top."""
+    """Consistency width (param, <step>) over training, one line per parameterization:
+    dots where a width qualifies; crosses on a "none" row on top where none narrower than
+    the widest does (NaN)."""
     sd = step_dim(cw)
     params = params_of(cw)
     fig, axes = new_figure(1, panel_w=8.5, extra_w=0.5)
@@ -407,16 +457,21 @@ def consistency_over_time(cw: xr.DataArray, widths: Sequence[int], *, title: str
     for i, p in enumerate(params):
         y = cw.sel(param=p).values
         col = style.param_color(p, i)
-        shown = np.where(np.isfinite(y), y, none_y)
-        ax.plot(x, shown * (1 + 0.04 * (i - (len(params) - 1) / 2)), marker="o", ms=5,
-                color=col, label=style.param_name(p), drawstyle="steps-post", alpha=0.9)
+        none = ~np.isfinite(y)
+        shown = np.where(none, none_y, y) * (1 + 0.04 * (i - (len(params) - 1) / 2))
+        ax.plot(x, shown, color=col, label=style.param_name(p), drawstyle="steps-post",
+                alpha=0.9)
+        ax.plot(x[~none], shown[~none], "o", ms=5, color=col, alpha=0.9)
+        ax.plot(x[none], shown[none], "x", ms=7, mew=1.8, color=col, alpha=0.9)
     ax.set_yscale("log", base=2)
     ax.set_yticks([*ticks, none_y], [*(str(t) for t in ticks), "none <\nwidest"])
     ax.minorticks_off()
     ax.set_ylim(ticks[0] / 1.5, none_y * 1.5)
     ax.set_ylabel(ylabel)
     step_axis(ax, x)
-    fig_legend(fig, ax.get_lines(), where="right upper")
+    fig_legend(fig, [*ax.get_lines(), Line2D([], [], ls="", marker="x", color="0.3",
+                                             label="no width < widest qualifies")],
+               where="right upper")
     return finish(fig, title, None, axes)
 
 

@@ -150,10 +150,10 @@ def kernel(ctx: Context) -> SectionOut:
         ylabel="probe example",
         title=f"Feature kernels at step {ctx.last_step('kernel')}{_layer_text(ctx, 'kernel')}"
               " (ensemble mean), across widths")
-    ens = ctx.sel_layer(ctx.get("kdist:ens", lambda: kernel_distance(
-        ds, "kernel", metric="cka", ensemble=True, dims=(d1, d2))), "kernel")
-    single = ctx.sel_layer(ctx.get("kdist", lambda: kernel_distance(
-        ds, "kernel", metric="cka", dims=(d1, d2))), "kernel")
+    shown = ctx.sel_layer(ds["kernel"], "kernel")  # only the layer the figures show
+    ens = ctx.get("kdist:ens", lambda: kernel_distance(
+        shown, metric="cka", ensemble=True, dims=(d1, d2)))
+    single = ctx.get("kdist", lambda: kernel_distance(shown, metric="cka", dims=(d1, d2)))
     fig2 = figures.width_curves(
         ens, single=single, logy=True, skip_reference=True, ylabel="1 − CKA to widest",
         title=f"Feature kernel distance to the widest width{_layer_text(ctx, 'kernel')}")
@@ -219,10 +219,10 @@ def attention(ctx: Context) -> SectionOut:
         xlabel="key position", ylabel="query position",
         title=f"Attention maps at step {ctx.last_step('attention')}"
               f"{_layer_text(ctx, 'attention')}, head 0 (ensemble mean), across widths")
-    ens = ctx.sel_layer(ctx.get("dist:attention:ens", lambda: distance_to_widest(
-        ds, "attention", scaled=True, ensemble=True)), "attention")
-    single = ctx.sel_layer(ctx.get("dist:attention", lambda: distance_to_widest(
-        ds, "attention", scaled=True)), "attention")
+    shown = ctx.sel_layer(ds["attention"], "attention")  # the layer the figures show
+    ens = ctx.get("dist:attention:ens", lambda: distance_to_widest(
+        shown, scaled=True, ensemble=True))
+    single = ctx.get("dist:attention", lambda: distance_to_widest(shown, scaled=True))
     fig2 = figures.width_curves(
         ens, single=single, logy=True, skip_reference=True,
         ylabel="RMS distance to widest / RMS of widest",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import sys
@@ -29,6 +30,7 @@ from widthscan.store.layout import SWEEP_CONFIG
 from widthscan.sweep.executors import get_executor
 from widthscan.sweep.plan import RunSpec, plan
 from widthscan.sweep.preflight import Preflight, check_sweep
+from widthscan.sweep.progress import SweepProgress
 from widthscan.sweep.run import execute
 
 log = logging.getLogger(__name__)
@@ -149,6 +151,8 @@ class Sweep:
         """Run every (param, width) into ``out``; done runs are skipped, others resume.
 
         Everything is validated first (``check``): a ConfigError leaves ``out`` untouched.
+        ``progress``: per-run progress on stderr (run, step, loss, ETA): a live bar on a
+        terminal, plain lines elsewhere; None (default): only on a terminal.
         """
         out = Path(out)
         cfg = self.config
@@ -172,14 +176,10 @@ class Sweep:
             run_fn = get_executor(kind)
             fn = execute if kind == "local" else functools.partial(execute, threads=1)
             show = sys.stderr.isatty() if progress is None else progress
-            bar = _progress(len(specs), show)
-            try:
+            runs = [(spec.param, spec.width) for spec in specs]
+            with _progress(out, runs, self.config.train.steps, show):
                 for spec, status in run_fn(fn, specs, self.config.executor):
                     result.statuses[spec.name] = status
-                    bar.set_postfix_str(f"{spec.name}: {status.get('state')}")
-                    bar.update(1)
-            finally:
-                bar.close()
         finally:
             lock.release()
         return result
@@ -206,7 +206,8 @@ def _clean_temp(out: Path) -> None:
         log.info("removed %d temp files left by an interrupted run in %s", n, out)
 
 
-def _progress(total: int, show: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="runs", unit="run", disable=not show, file=sys.stderr)
+def _progress(out: Path, runs: list[tuple[str, int]], steps: int, show: bool):
+    """Per-run progress on stderr (a live bar on a terminal, plain lines elsewhere)."""
+    if not show:
+        return contextlib.nullcontext()
+    return SweepProgress(out, runs, steps)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from widthscan.train.loop import LoopHooks, train_loop
 from widthscan.train.losses import IGNORE_INDEX
 
 FLUSH_EVERY = 25
+FLUSH_S = 2.0  # logged losses reach scalars.jsonl at least this often (live status, progress)
 FINISHED = ("done", "diverged")
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -136,6 +138,7 @@ def _train(spec: RunSpec, store: RunStore, task, ens: Ensemble, suite, tracker) 
     train = cfg.train
     device, dtype = ens.device, ens.dtype
     rows: list[dict] = []
+    flushed = [time.monotonic()]
 
     def batch(t: int):
         return task.batch(t, train.batch_size, device=device, dtype=dtype)
@@ -147,9 +150,11 @@ def _train(spec: RunSpec, store: RunStore, task, ens: Ensemble, suite, tracker) 
             rows.extend({"step": t, "seed": s, "loss": v, "lr": lr}
                         for s, v in zip(ens.seeds, values))
             tracker.log(t, {f"loss/seed={s}": v for s, v in zip(ens.seeds, values)})
-        if len(rows) >= FLUSH_EVERY * ens.k:
+        if rows and (len(rows) >= FLUSH_EVERY * ens.k
+                     or time.monotonic() - flushed[0] >= FLUSH_S):
             store.append_scalars(rows)
             rows.clear()
+            flushed[0] = time.monotonic()
 
     hooks = LoopHooks(on_losses=on_losses, checkpoint_every=train.checkpoint_every)
 

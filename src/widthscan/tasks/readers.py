@@ -277,23 +277,52 @@ def _part_number(path: Path) -> int:
     return int(digits)
 
 
-def read_cifar5m_part(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """One part file: images uint8 (n, 3, 32, 32) (stored (n, 32, 32, 3)), labels int64 (n,)."""
-    path = Path(path)
+def _open_part(path: Path, key: str) -> np.ndarray:
     try:
         with np.load(path, allow_pickle=False) as z:
             if "X" not in z.files or "Y" not in z.files:
                 raise TaskDataError(f"{path}: missing array 'X' or 'Y' (found {z.files})")
-            x, y = z["X"], z["Y"]
+            return z[key]
     except (OSError, ValueError, zlib.error) as err:
         raise TaskDataError(f"{path}: corrupt or not an npz file ({err})") from err
-    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (32, 32, 3):
-        raise TaskDataError(f"{path}: 'X' must be uint8 (n, 32, 32, 3), got {x.dtype} {x.shape}")
-    if y.shape != (len(x),) or y.dtype.kind not in "iu":
-        raise TaskDataError(f"{path}: 'Y' must be {len(x)} integer labels, got {y.dtype} {y.shape}")
+
+
+def _part_labels(path: Path) -> np.ndarray:
+    y = _open_part(path, "Y")
+    if y.ndim != 1 or y.dtype.kind not in "iu":
+        raise TaskDataError(f"{path}: 'Y' must be integer labels (n,), got {y.dtype} {y.shape}")
     if len(y) and (y.min() < 0 or y.max() > 9):
         raise TaskDataError(f"{path}: labels must be in 0..9")
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2)), y.astype(np.int64)
+    return y.astype(np.int64)
+
+
+def _part_images(path: Path, n: int) -> np.ndarray:
+    """The images of one part as stored, uint8 (n, 32, 32, 3)."""
+    x = _open_part(path, "X")
+    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (32, 32, 3):
+        raise TaskDataError(f"{path}: 'X' must be uint8 (n, 32, 32, 3), got {x.dtype} {x.shape}")
+    if len(x) != n:
+        raise TaskDataError(f"{path}: 'Y' must be {len(x)} integer labels, got {n}")
+    return x
+
+
+def read_cifar5m_part(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """One part file: images uint8 (n, 3, 32, 32) (stored (n, 32, 32, 3)), labels int64 (n,)."""
+    path = Path(path)
+    y = _part_labels(path)
+    return np.ascontiguousarray(_part_images(path, len(y)).transpose(0, 3, 1, 2)), y
+
+
+def _read_parts(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """Parts concatenated into one preallocated (N, 3, 32, 32) array: the peak memory is
+    the result plus one part as stored, not twice the result."""
+    labels = [_part_labels(p) for p in paths]
+    out = np.empty((sum(len(y) for y in labels), 3, 32, 32), np.uint8)
+    start = 0
+    for path, y in zip(paths, labels):
+        out[start:start + len(y)] = _part_images(path, len(y)).transpose(0, 3, 1, 2)
+        start += len(y)
+    return out, np.concatenate(labels)
 
 
 def load_cifar5m(root: str | Path, parts: tuple[int, ...] | None = None,
@@ -318,10 +347,8 @@ def load_cifar5m(root: str | Path, parts: tuple[int, ...] | None = None,
 @functools.lru_cache(maxsize=1)
 def _load_cifar5m_cached(stamp: tuple[tuple[str, int, int], ...]) -> ImageData:
     paths = [Path(s[0]) for s in stamp]
-    train = [read_cifar5m_part(p) for p in paths[:-1]]
+    train_x, train_y = _read_parts(paths[:-1])
     test_x, test_y = read_cifar5m_part(paths[-1])
-    train_x = np.concatenate([x for x, _ in train]) if len(train) > 1 else train[0][0]
-    train_y = np.concatenate([y for _, y in train])
     mean, std = channel_stats(train_x)
     return ImageData(train_x, train_y, test_x, test_y, tuple(paths), mean, std,
                      np.arange(len(test_x), dtype=np.int64))

@@ -47,6 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("-o", "--out", help="HTML file to write (default DIR/report.html; "
                         "figures go next to it, in figures/)")
 
+    rep = sub.add_parser("reproduce", help="the paper's experiments, with verdicts "
+                         "(--list shows them)")
+    rep.add_argument("name", nargs="?", help="experiment name, or 'all'")
+    rep.add_argument("--list", action="store_true", help="list experiments, figures, costs")
+    rep.add_argument("--scale", default="cpu", help="smoke, cpu (default), gpu or paper")
+    rep.add_argument("-o", "--out", help="output directory (default reproduce-NAME-SCALE)")
+    rep.add_argument("--executor", choices=EXECUTOR_CHOICES, help="override executor.kind")
+    rep.add_argument("--workers", type=int, help="override executor.workers")
+    rep.add_argument("--quiet", action="store_true", help="no progress bar")
+
     config = sub.add_parser("config", help="print or check sweep configs")
     group = config.add_mutually_exclusive_group(required=True)
     group.add_argument("--example", action="store_true", help="print a commented example")
@@ -197,6 +207,34 @@ def _report(out: str, html: str | None = None) -> int:
     return 0
 
 
+def _reproduce(args) -> int:
+    from widthscan.sweep import reproduce
+
+    if args.list:
+        print(reproduce.list_table())
+        return 0
+    if not args.name:
+        print("widthscan reproduce: give an experiment name, 'all' or --list; experiments: "
+              + ", ".join(reproduce.EXPERIMENTS), file=sys.stderr)
+        return 2
+    options = {"executor": args.executor, "workers": args.workers,
+               "progress": False if args.quiet else None}
+    if args.name == "all":
+        reproduce.check_scale(args.scale)
+        out = args.out or f"reproduce-all-{args.scale}"
+        runs = reproduce.run_all(args.scale, out, **options)
+        print(f"index: {Path(out) / 'index.html'}")
+        return 1 if any(r.failed for r in runs) else 0
+    run = reproduce.run_experiment(args.name, args.scale, args.out, **options)
+    print(reproduce.verdict_table(run.results, f"{args.name} ({args.scale}, "
+                                               f"{run.seconds:.0f} s)"))
+    print(f"report: {run.out / 'report.html'}")
+    if run.failed:
+        print(f"{len(run.failed)} run(s) failed: {', '.join(run.failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 DEMO_NEXT = """
 Open {path} in a browser.
 Look first at the Verdict at the top: one sentence per parameterization says whether
@@ -238,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
             return _report(args.dir, args.out)
         if args.command == "check":
             return _check(args)
+        if args.command == "reproduce":
+            return _reproduce(args)
         if args.command == "config":
             from widthscan.config import EXAMPLE, load_config
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import xarray as xr
 
-from widthscan.report import sections, verdict
+from widthscan.report import paper, sections, verdict
 from widthscan.report.context import Context, Skip, capture_notes, parse_config
 from widthscan.report.html import SectionOut, esc, render_page
 
@@ -35,6 +35,7 @@ class SectionSpec:
     requires: tuple[str, ...] = ()
     any_of: tuple[str, ...] = ()
     min_widths: int = 1
+    applies: Callable[[Context], bool] | None = None  # False: left out without a note
     uses: tuple[str, ...] = ()
 
     def variables(self) -> tuple[str, ...]:
@@ -53,6 +54,7 @@ def _config(ctx: Context) -> SectionOut:
 
 
 SECTIONS: tuple[SectionSpec, ...] = (
+    SectionSpec("paper", "Paper vs measured", paper.build, applies=paper.applies),
     SectionSpec("verdict", "Verdict", verdict.build, uses=("logits", "loss", "probe_loss")),
     SectionSpec("loss", "Training loss", sections.train_loss, requires=("loss",)),
     SectionSpec("probe-loss", "Probe (held-out) loss", sections.probe_loss,
@@ -134,7 +136,8 @@ def build_sections(ctx: Context, progress: Callable[[str], None] | None = None
     ``progress`` gets one line per section built, with its time."""
     built: list[SectionOut] = []
     skipped: dict[str, str] = {}
-    ready = [(spec, _why_not(ctx, spec)) for spec in SECTIONS]
+    specs = [s for s in SECTIONS if s.applies is None or s.applies(ctx)]
+    ready = [(spec, _why_not(ctx, spec)) for spec in specs]
     todo = [spec for spec, reason in ready if reason is None]
     work = _WorkingSet(ctx.ds, todo)
     for spec, reason in ready:

@@ -18,7 +18,7 @@ import torch
 from .augment import CropFlip, crop_flip_padded, draw_crop_flip, pad
 from .base import Latent, Task
 from .errors import TaskConfigError, check_bool, check_int
-from .readers import ImageData, load_cifar10, load_idx_dataset
+from .readers import ImageData, load_cifar5m, load_cifar10, load_idx_dataset
 from .registry import register
 from .seeding import generator
 from .transfer import to_device
@@ -175,3 +175,36 @@ class CIFAR10(ImageTask):
                 " holding data_batch_1..5 and test_batch; nothing is downloaded"
             )
         super().__init__(seed, load_cifar10(root), str(Path(root)), **opts)
+
+
+@register
+class CIFAR5M(ImageTask):
+    """CIFAR-5M (Nakkiran et al. 2021) from its part files: 6 x ~1M images 3x32x32, 10 classes.
+
+    root (or $WIDTHSCAN_CIFAR5M): a folder of cifar5m_part0.npz ... (arrays 'X' uint8
+    (n, 32, 32, 3), 'Y' labels). parts: train part numbers (default all but the test part);
+    test_part: the part probe sets come from (default the last). Each part holds ~3 GB of
+    images in memory. The paper's runs (App. A.2.1) are online with augment=True; pass
+    allow_repeat=True to continue past one pass.
+    """
+
+    name = "cifar5m"
+
+    def __init__(
+        self,
+        seed: int = 0,
+        *,
+        root: str | os.PathLike | None = None,
+        parts: list[int] | None = None,
+        test_part: int | None = None,
+        **opts: Any,
+    ) -> None:
+        root = root or os.environ.get("WIDTHSCAN_CIFAR5M")
+        if root is None:
+            raise TaskConfigError(
+                "root is required for cifar5m: the folder holding cifar5m_part0.npz ..."
+                " (or set $WIDTHSCAN_CIFAR5M); nothing is downloaded"
+            )
+        train = None if parts is None else tuple(check_int("parts", p, 0) for p in parts)
+        test = None if test_part is None else check_int("test_part", test_part, 0)
+        super().__init__(seed, load_cifar5m(root, train, test), str(Path(root)), **opts)

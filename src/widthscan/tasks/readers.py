@@ -251,3 +251,119 @@ def _load_cifar_cached(stamp: tuple[tuple[str, int, int], ...]) -> ImageData:
         batches[-1][1],
         tuple(paths),
     )
+
+
+# ---- CIFAR-5M part files -------------------------------------------------------------------
+
+CIFAR5M_GLOB = "cifar5m_part*.npz"
+
+
+def cifar5m_parts(root: str | Path) -> list[Path]:
+    """The part files `cifar5m_part<i>.npz` under `root`, ordered by i."""
+    root = Path(root).expanduser()
+    found = sorted(root.glob(CIFAR5M_GLOB), key=lambda p: _part_number(p))
+    if not found:
+        raise DatasetNotFoundError(
+            f"no CIFAR-5M part files at {root}: expected {CIFAR5M_GLOB} (npz with uint8 images"
+            " 'X' (n, 32, 32, 3) and labels 'Y' (n,)); nothing is downloaded"
+        )
+    return found
+
+
+def _part_number(path: Path) -> int:
+    digits = path.stem.removeprefix("cifar5m_part")
+    if not digits.isdigit():
+        raise TaskDataError(f"{path}: expected a name cifar5m_part<number>.npz")
+    return int(digits)
+
+
+def _open_part(path: Path, key: str) -> np.ndarray:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "X" not in z.files or "Y" not in z.files:
+                raise TaskDataError(f"{path}: missing array 'X' or 'Y' (found {z.files})")
+            return z[key]
+    except (OSError, ValueError, zlib.error) as err:
+        raise TaskDataError(f"{path}: corrupt or not an npz file ({err})") from err
+
+
+def _part_labels(path: Path) -> np.ndarray:
+    y = _open_part(path, "Y")
+    if y.ndim != 1 or y.dtype.kind not in "iu":
+        raise TaskDataError(f"{path}: 'Y' must be integer labels (n,), got {y.dtype} {y.shape}")
+    if len(y) and (y.min() < 0 or y.max() > 9):
+        raise TaskDataError(f"{path}: labels must be in 0..9")
+    return y.astype(np.int64)
+
+
+def _part_images(path: Path, n: int) -> np.ndarray:
+    """The images of one part as stored, uint8 (n, 32, 32, 3)."""
+    x = _open_part(path, "X")
+    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (32, 32, 3):
+        raise TaskDataError(f"{path}: 'X' must be uint8 (n, 32, 32, 3), got {x.dtype} {x.shape}")
+    if len(x) != n:
+        raise TaskDataError(f"{path}: 'Y' must be {len(x)} integer labels, got {n}")
+    return x
+
+
+def read_cifar5m_part(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """One part file: images uint8 (n, 3, 32, 32) (stored (n, 32, 32, 3)), labels int64 (n,)."""
+    path = Path(path)
+    y = _part_labels(path)
+    return np.ascontiguousarray(_part_images(path, len(y)).transpose(0, 3, 1, 2)), y
+
+
+def _read_parts(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """Parts concatenated into one preallocated (N, 3, 32, 32) array: the peak memory is
+    the result plus one part as stored, not twice the result."""
+    labels = [_part_labels(p) for p in paths]
+    out = np.empty((sum(len(y) for y in labels), 3, 32, 32), np.uint8)
+    start = 0
+    for path, y in zip(paths, labels):
+        out[start:start + len(y)] = _part_images(path, len(y)).transpose(0, 3, 1, 2)
+        start += len(y)
+    return out, np.concatenate(labels)
+
+
+def load_cifar5m(root: str | Path, parts: tuple[int, ...] | None = None,
+                 test_part: int | None = None) -> ImageData:
+    """CIFAR-5M from its part files: the train split is the parts `parts` (default: all but
+    the test part), the test split part `test_part` (default: the last). Every test row
+    counts as held out (the parts are disjoint samples; the byte-for-byte check of the
+    small data sets would cost minutes on 5 million images)."""
+    files = cifar5m_parts(root)
+    numbers = [_part_number(p) for p in files]
+    test = numbers[-1] if test_part is None else test_part
+    train = [n for n in numbers if n != test] if parts is None else list(parts)
+    for n in (*train, test):
+        if n not in numbers:
+            raise DatasetNotFoundError(f"CIFAR-5M part {n} is not at {root} (found {numbers})")
+    if test in train:
+        raise TaskDataError(f"CIFAR-5M part {test} is both a train part and the test part")
+    chosen = [files[numbers.index(n)] for n in (*train, test)]
+    return _load_cifar5m_cached(file_stamp(chosen))
+
+
+@functools.lru_cache(maxsize=1)
+def _load_cifar5m_cached(stamp: tuple[tuple[str, int, int], ...]) -> ImageData:
+    paths = [Path(s[0]) for s in stamp]
+    train_x, train_y = _read_parts(paths[:-1])
+    test_x, test_y = read_cifar5m_part(paths[-1])
+    mean, std = channel_stats(train_x)
+    return ImageData(train_x, train_y, test_x, test_y, tuple(paths), mean, std,
+                     np.arange(len(test_x), dtype=np.int64))
+
+
+def channel_stats(images: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std (ddof=1) of uint8 images (N, C, H, W) scaled to [0, 1],
+    accumulated in chunks of images in float64."""
+    c = images.shape[1]
+    total, squares, n = np.zeros(c), np.zeros(c), 0
+    for start in range(0, len(images), chunk):
+        block = images[start:start + chunk].astype(np.float64)
+        total += block.sum((0, 2, 3))
+        squares += (block**2).sum((0, 2, 3))
+        n += block.shape[0] * block.shape[2] * block.shape[3]
+    mean = total / max(n, 1)
+    var = (squares - n * mean**2) / max(n - 1, 1)
+    return mean / 255.0, np.sqrt(np.maximum(var, 0.0)) / 255.0

@@ -1,0 +1,62 @@
+"""The paper's experiments as sweeps with verdicts (``widthscan reproduce``).
+
+    from widthscan.sweep import reproduce
+    reproduce.EXPERIMENTS["logits"].configs("cpu")      # part -> sweep config dict
+    run = reproduce.run_experiment("logits", "cpu", "runs/logits")
+    print(reproduce.verdict_table(run.results))
+
+Each experiment maps to figures of the paper; each claim is a statistic with a threshold
+and a verdict PASS / FAIL / INCONCLUSIVE (see ``spec.py``). docs/reproduce.md has the map.
+"""
+
+from widthscan.sweep.reproduce.experiments import EXPERIMENTS
+from widthscan.sweep.reproduce.runner import (
+    ExperimentRun,
+    check_scale,
+    get,
+    list_table,
+    run_all,
+    run_experiment,
+    verdict_table,
+    write_configs,
+)
+from widthscan.sweep.reproduce.spec import (
+    FAIL,
+    INCONCLUSIVE,
+    PASS,
+    SCALES,
+    VERDICTS,
+    Claim,
+    ClaimResult,
+    Estimate,
+    Experiment,
+    Undecidable,
+    decide,
+    evaluate_claim,
+    parse_sweep_name,
+)
+
+__all__ = [
+    "EXPERIMENTS",
+    "FAIL",
+    "INCONCLUSIVE",
+    "PASS",
+    "SCALES",
+    "VERDICTS",
+    "Claim",
+    "ClaimResult",
+    "Estimate",
+    "Experiment",
+    "ExperimentRun",
+    "Undecidable",
+    "check_scale",
+    "decide",
+    "evaluate_claim",
+    "get",
+    "list_table",
+    "parse_sweep_name",
+    "run_all",
+    "run_experiment",
+    "verdict_table",
+    "write_configs",
+]

@@ -11,8 +11,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import build
 from report_data import PARAMS, WIDTHS, synthetic_dataset
+from report_page import build
 
 import widthscan
 import widthscan.report

@@ -129,3 +129,20 @@ def test_logits_clause_needs_three_widths_and_a_negative_slope():
     assert verdict.logits_clause(sl(-1.0, np.nan, np.nan, 2, True), np.nan, [64, 256])[0] == \
         "consistency not established"
     assert verdict.logits_clause(None, np.nan, [64])[0] == "consistency not assessed"
+
+
+def test_interval_reaching_the_alpha_bound_is_a_caveat():
+    """alpha inside its range but its interval cut at the search bound (a steep law seen
+    through 15% seed noise): the upper end is the bound, not the data, so no green cell."""
+    n = WIDTHS.astype(float)
+    rng = np.random.default_rng(3)
+    vals = (0.03 + 0.1 * (64 / n) ** 3.0)[:, None] * (1 + 0.15 * rng.normal(size=(n.size, 4)))
+    da = xr.DataArray(vals[None], dims=("param", "width", "seed"),
+                      coords={"param": ["sp"], "width": WIDTHS})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        f = fit_power_law(da).sel(param="sp")
+    assert not bool(f["alpha_at_bound"]) and float(f["alpha_hi"]) >= 4 * 0.99
+    alpha, r2, _ = verdict.fit_cells(f, 1)
+    assert "caveat" in alpha.text and r2.cls != "good"
+    assert any("reaches the search bound 4" in c for c in verdict.loss_caveats(f))

@@ -77,6 +77,16 @@ def _interval(lo: float, hi: float, digits: int = 2) -> str:
     return f" [{fmt(lo, digits)}, {fmt(hi, digits)}]" if np.isfinite([lo, hi]).all() else ""
 
 
+def _interval_at_bound(f: xr.Dataset) -> str:
+    """The alpha search bound that the fit's alpha interval reaches ('' when none)."""
+    lo_b, hi_b = f.attrs.get("alpha_bounds", [np.nan, np.nan])
+    if float(f["alpha_hi"]) >= hi_b * 0.99:
+        return f"{hi_b:g}"
+    if float(f["alpha_lo"]) <= lo_b * 1.01:
+        return f"{lo_b:g}"
+    return ""
+
+
 def loss_caveats(f: xr.Dataset) -> list[str]:
     """Why a power-law fit (one param of ``fit_power_law``) is not a clean result."""
     out = []
@@ -85,6 +95,9 @@ def loss_caveats(f: xr.Dataset) -> list[str]:
         side = "upper" if float(f["alpha"]) > 1 else "lower"
         value = bounds[1] if side == "upper" else bounds[0]
         out.append(f"α at its {side} bound {value:g}, so α is not determined by the data")
+    elif _interval_at_bound(f):
+        out.append(f"the α interval reaches the search bound {_interval_at_bound(f)}, so one "
+                   "end of it is not determined by the data")
     if bool(f["c_at_bound"]):
         out.append("c at its bound 0 (the widths ask for a negative asymptote: no finite "
                    "limit determined)")
@@ -252,6 +265,8 @@ def fit_cells(f: xr.Dataset, rowspan: int) -> list[Cell]:
     text = f"{alpha}{_interval(float(f['alpha_lo']), float(f['alpha_hi']))}"
     if bool(f["alpha_at_bound"]):
         text += " (α at its bound: caveat)"
+    elif _interval_at_bound(f):
+        text += " (interval at the search bound: caveat)"
     c = fmt(float(f["c"])) + (" (at its bound 0: caveat)" if bool(f["c_at_bound"]) else "")
     clean = not loss_caveats(f)
     r2.cls = "good" if clean else ("bad" if not float(f["r2"]) >= 0.9 else "")

@@ -59,4 +59,5 @@ kind = "none"                        # none, tensorboard, wandb (offline)
 
 [store]
 keep_checkpoints = "none"            # after a run finishes: none, last (to train further), all
+keep_scalar_log = false              # true: keep scalars.jsonl beside scalars.parquet
 """

@@ -172,9 +172,13 @@ class TrackerConfig(Strict):
 class StoreConfig(Strict):
     """What a run keeps on disk once it has finished (docs/data-model.md): its checkpoint
     "none" (default; a finished run is never resumed), "last" (to train it further), or
-    "all" (also a copy of every checkpoint under checkpoints/)."""
+    "all" (also a copy of every checkpoint under checkpoints/); and its scalars once, as the
+    checksummed scalars.parquet (default), or also as the crash-safe scalars.jsonl it was
+    logged to (``keep_scalar_log = true``: a damaged parquet then falls back to the log).
+    Training a finished run further rewrites the log from the parquet first."""
 
     keep_checkpoints: Literal["none", "last", "all"] = "none"
+    keep_scalar_log: bool = False
 
 
 class SweepConfig(Strict):

@@ -210,6 +210,7 @@ class RunStore:
         if not payload:
             return
         self._ensure_dir()
+        self._restore_log()
         if not self._tail_checked:
             self._repair_tail()
             self._invalidate_parquet()
@@ -226,6 +227,7 @@ class RunStore:
     def scalar_rows(self) -> int:
         """Valid lines in scalars.jsonl (counted once, then tracked by appends)."""
         if self._rows is None:
+            self._restore_log()
             self._rows = len(self._parse_jsonl().records)
         return self._rows
 
@@ -323,6 +325,7 @@ class RunStore:
         """Resume from a checkpoint at ``after_step``: drop scalar lines and probe shards with
         step > after_step, so the resumed run logs exactly what an uninterrupted one would.
         """
+        self._restore_log()
         parsed = self._parse_jsonl()
         kept = [rec for rec in parsed.records if rec["step"] <= after_step]
         if (self.path / SCALARS_FILE).exists():
@@ -397,6 +400,34 @@ class RunStore:
         with atomic_open(self.path / PARQUET_FILE, "wb") as f:
             pq.write_table(table, f)
         return True
+
+    def drop_scalar_log(self) -> bool:
+        """After the run finished: delete scalars.jsonl once scalars.parquet reads back with
+        its checksum and the same rows (else keep both). Returns whether it was deleted."""
+        jsonl = self.path / SCALARS_FILE
+        if not (jsonl.exists() and (self.path / PARQUET_FILE).exists()):
+            return False
+        df = self._read_parquet()
+        parsed = self._parse_jsonl()
+        if df is None or len(df) != len(_scalars.records_to_frame(parsed.records)):
+            return False
+        jsonl.unlink()
+        return True
+
+    def _restore_log(self) -> None:
+        """Before a finished run whose JSONL was dropped is appended to or truncated (it is
+        trained further): rewrite scalars.jsonl from its verified scalars.parquet."""
+        jsonl, parquet = self.path / SCALARS_FILE, self.path / PARQUET_FILE
+        if jsonl.exists() or not parquet.exists():
+            return
+        df = self._read_parquet()
+        if df is None:
+            return
+        ints = ("step", "seed")
+        rows = [{k: (int(v) if k in ints else float(v)) for k, v in rec.items()
+                 if k in ints or pd.notna(v)} for rec in df.to_dict("records")]
+        atomic_write_bytes(jsonl, _scalars.encode_rows(rows))
+        self._rows = None
 
     def drop_checkpoint(self, keep: str = "none") -> None:
         """After the run finished: delete its checkpoint unless ``keep`` is "last" or

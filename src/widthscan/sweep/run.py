@@ -106,9 +106,11 @@ def execute(spec: RunSpec, threads: int | None = None) -> dict:
                                spec.config)
         state = _train(spec, store, task, ens, suite, tracker)
         tracker.close()
-        store.finalize()
+        written = store.finalize()
         status = _status(store, spec, ens, state)
         store.drop_checkpoint(cfg.store.keep_checkpoints)
+        if written and not cfg.store.keep_scalar_log:
+            store.drop_scalar_log()
         return status
     except OSError as err:
         if err.errno not in DISK_FULL:

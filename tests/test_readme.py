@@ -14,21 +14,6 @@ import widthscan as ws
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
-TINY = """\
-widths = [16, 32, 64]
-base_width = 16
-params = ["mup", "sp"]
-seeds = 2
-[task]
-name = "gegenbauer"
-probe_examples = 16
-options = { dim = 6, degree = 2 }
-[train]
-steps = 8
-batch_size = 16
-[probes.loss]
-[probes.logits]
-"""
 
 
 def python_blocks(text: str) -> list[tuple[int, str]]:
@@ -41,10 +26,10 @@ def test_readme_has_python_blocks():
     assert len(python_blocks(README.read_text(encoding="utf-8"))) >= 5
 
 
-def test_every_readme_python_block_runs(tmp_path, monkeypatch):
+def test_every_readme_python_block_runs(tmp_path, monkeypatch, tiny_sweep):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "sweep.toml").write_text(TINY)
-    ws.Sweep.from_string(TINY).run(tmp_path / "widthscan-demo", progress=False)
+    (tmp_path / "sweep.toml").write_text(tiny_sweep)
+    ws.Sweep.from_string(tiny_sweep).run(tmp_path / "widthscan-demo", progress=False)
     namespace: dict = {"__name__": "__readme__"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -9,22 +9,6 @@ import widthscan
 from widthscan.cli import main as cli
 from widthscan.sweep import Sweep
 
-TINY = """\
-widths = [16, 32, 64]
-base_width = 16
-params = ["mup", "sp"]
-seeds = 2
-[task]
-name = "gegenbauer"
-probe_examples = 16
-options = { dim = 6, degree = 2 }
-[train]
-steps = 8
-batch_size = 16
-[probes.loss]
-[probes.logits]
-"""
-
 
 def one_error_line(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
@@ -49,28 +33,28 @@ def test_missing_and_empty_folders_are_one_line_errors(tmp_path, capsys, command
     assert not (tmp_path / "report.html").exists()
 
 
-def test_report_of_a_sweep_that_logged_nothing_is_an_error(tmp_path, capsys):
-    (tmp_path / "sweep.toml").write_text(TINY)
+def test_report_of_a_sweep_that_logged_nothing_is_an_error(tmp_path, capsys, tiny_sweep):
+    (tmp_path / "sweep.toml").write_text(tiny_sweep)
     assert cli.main(["report", str(tmp_path)]) == 2
     assert "nothing to report" in one_error_line(capsys)
     assert not (tmp_path / "report.html").exists()
 
 
-def test_report_into_a_file_path_is_an_error(tmp_path, capsys):
-    (tmp_path / "sweep.toml").write_text(TINY)
+def test_report_into_a_file_path_is_an_error(tmp_path, capsys, tiny_sweep):
+    (tmp_path / "sweep.toml").write_text(tiny_sweep)
     (tmp_path / "afile").write_text("")
     assert cli.main(["report", str(tmp_path), "-o", str(tmp_path / "afile" / "out")]) == 2
     line = one_error_line(capsys)
     assert "afile is a file, not a folder" in line
 
 
-def test_ctrl_c_is_one_line_saying_how_to_resume(tmp_path, capsys, monkeypatch):
+def test_ctrl_c_is_one_line_saying_how_to_resume(tmp_path, capsys, monkeypatch, tiny_sweep):
     def interrupted(self, *args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Sweep, "run", interrupted)
     config = tmp_path / "sweep.toml"
-    config.write_text(TINY)
+    config.write_text(tiny_sweep)
     assert cli.main(["run", str(config), "-o", str(tmp_path / "out")]) == 130
     assert "run the same command again to resume" in one_error_line(capsys)
 
@@ -88,10 +72,10 @@ def fake_report(calls: list):
     return report
 
 
-def test_demo_reports_progress_and_says_what_to_open(tmp_path, capsys, monkeypatch):
+def test_demo_reports_progress_and_says_what_to_open(tmp_path, capsys, monkeypatch, tiny_sweep):
     calls: list = []
     monkeypatch.setattr(importlib.import_module("widthscan.report"), "report", fake_report(calls))
-    monkeypatch.setattr("widthscan.sweep.demo.DEMO_TOML", TINY)
+    monkeypatch.setattr("widthscan.sweep.demo.DEMO_TOML", tiny_sweep)
     out = tmp_path / "demo"
     assert cli.main(["demo", "--out", str(out)]) == 0
     captured = capsys.readouterr()

@@ -85,6 +85,7 @@ caption { caption-side: bottom; text-align: left; color: var(--muted); font-size
 .after p { color: var(--muted); font-size: 14px; margin: 3px 0; }
 th, td { border: 1px solid var(--line); padding: 4px 10px; text-align: right; }
 td { white-space: nowrap; }
+td[rowspan] { white-space: normal; max-width: 18em; }
 th { background: var(--bg2); text-align: center; }
 td.label { text-align: left; font-weight: 600; background: var(--bg2); }
 td.bad { background: #fde3e3; }

@@ -21,7 +21,7 @@ import torch
 import widthscan as ws
 from widthscan.check import check
 from widthscan.check.data import match
-from widthscan.train.losses import member_losses
+from widthscan.stack.losses import member_losses
 
 
 def mlp(width: int) -> torch.nn.Module:

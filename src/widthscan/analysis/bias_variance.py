@@ -1,6 +1,6 @@
 """Bias and variance over initializations (paper Section 3, Appendices F and H).
 
-Losses follow ``widthscan.train.losses``: ``mse`` is the mean of (f - y)^2 over
+Losses follow ``widthscan.stack.losses``: ``mse`` is the mean of (f - y)^2 over
 examples and outputs; ``ce`` the mean over examples of -sum_c y_c log softmax(f)_c
 (integer labels become one-hot; label -100 is ignored). Ensembles average logits.
 

@@ -22,7 +22,7 @@ from torch.overrides import TorchFunctionMode
 from widthscan.check.data import Data
 from widthscan.parametrization import parametrize
 from widthscan.probes.hooks import Layer, capture
-from widthscan.train.losses import member_losses
+from widthscan.stack.losses import member_losses
 
 LOGITS = ":logits"
 _CHANNELS_FIRST = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d,

@@ -79,7 +79,7 @@ def forward_stacked(chain: Chain, params: Mapping[str, torch.Tensor], x: torch.T
     folded into the GEMMs (else ``params`` are the effective weights). ``on_layer(h, z, a)``,
     if given, sees every layer's input h ((d_in, batch) for the input layer, else
     (K, in, batch)), its preactivation z (K, out, batch) and its activation a (None for the
-    last layer): ``widthscan.train.mlp_backprop`` keeps what its backward needs this way.
+    last layer): ``widthscan.stack.mlp_backprop`` keeps what its backward needs this way.
     """
     act = ACTIVATIONS[chain.activation]
     h = x.flatten(1).t()

@@ -18,10 +18,10 @@ import torch
 from torch.func import grad, jvp
 
 from widthscan.measurement import Measurement
-from widthscan.probes import mlp_hvp
 from widthscan.probes.members import Members, members, public
 from widthscan.probes.preconditioners import CODES, kind, preconditioner_root
-from widthscan.train.losses import LOSSES, member_losses
+from widthscan.stack import mlp_hvp
+from widthscan.stack.losses import LOSSES, member_losses
 
 HVP_MODES = ("auto", "closed", "rev-rev", "fwd-rev")
 AUTOGRAD_MODES = ("rev-rev", "fwd-rev")

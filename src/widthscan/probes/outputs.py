@@ -15,7 +15,7 @@ import torch
 
 from widthscan.measurement import Measurement
 from widthscan.probes.members import Members, members, public
-from widthscan.train.losses import IGNORE_INDEX, member_losses
+from widthscan.stack.losses import IGNORE_INDEX, member_losses
 
 
 @torch.no_grad()

@@ -5,8 +5,8 @@ A backend's ``recognize(net, buffers)`` returns a plan (what its forward needs t
 ``net``) or None; ``forward(plan, net, params, buffers, multipliers, x, fused)`` returns the
 outputs (K, batch, ...) of raw stacked ``params``; ``accepts(plan, x)`` says whether it takes
 this input. ``provides`` names the extras: "backward" (a hand-written backward,
-``widthscan.train.mlp_backprop``), "hvp" (closed-form Hessian-vector products,
-``widthscan.probes.mlp_hvp``, for widthscan's MLP).
+``widthscan.stack.mlp_backprop``), "hvp" (closed-form Hessian-vector products,
+``widthscan.stack.mlp_hvp``, for widthscan's MLP).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import torch
 
 from widthscan import probes
 from widthscan.measurement import Measurement
+from widthscan.stack.losses import IGNORE_INDEX
 from widthscan.store import RunStore, run_dir
 from widthscan.sweep.plan import (
     RunSpec,
@@ -24,7 +25,6 @@ from widthscan.sweep.plan import (
 from widthscan.sweep.trackers import make_tracker
 from widthscan.train import Ensemble, make_schedule
 from widthscan.train.loop import LoopHooks, train_loop
-from widthscan.train.losses import IGNORE_INDEX
 
 FLUSH_EVERY = 25
 FLUSH_S = 2.0  # logged losses reach scalars.jsonl at least this often (live status, progress)

@@ -19,9 +19,8 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from widthscan.parametrization import Parametrized, param_groups, parametrize, scale_params
-from widthscan.stack import backends
-from widthscan.train import mlp_backprop
-from widthscan.train.losses import member_losses
+from widthscan.stack import backends, mlp_backprop
+from widthscan.stack.losses import member_losses
 from widthscan.train.members_loop import MemberLoop
 from widthscan.train.schedules import make_schedule
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
-from widthscan.train.losses import member_losses
+from widthscan.stack.losses import member_losses
 
 
 def _set(module: nn.Module, name: str, value: nn.Parameter | torch.Tensor, buffer: bool) -> None:

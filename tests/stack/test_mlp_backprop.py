@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import widthscan as ws
-from widthscan.train import mlp_backprop
+from widthscan.stack import mlp_backprop
 
 SEEDS = [0, 1, 2]
 

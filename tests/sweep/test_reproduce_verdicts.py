@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from reproduce_data import WIDTHS, kernels, logits, losses, power_curves
 
+from widthscan.analysis.dims import sample_dims
 from widthscan.sweep.reproduce import (
     EXPERIMENTS,
     FAIL,
@@ -204,4 +205,4 @@ def test_claims_read_dims_under_the_loaders_per_variable_names():
     ds["targets"] = ds["targets"].rename({"logits_example": "targets_example"})
     for cid in ("resnet-distance", "resnet-successive", "resnet-one-point"):
         assert verdict("logits", cid, ds) == PASS, cid
-    assert stats.example_dims(ds["logits"]) == ["logits_example"]
+    assert sample_dims(ds["logits"]) == ["logits_example"]

@@ -19,6 +19,7 @@ import scipy.stats
 import xarray as xr
 
 from widthscan import analysis
+from widthscan.analysis.dims import layer_dim, sample_dims
 from widthscan.sweep.reproduce.spec import CI, Estimate, Undecidable
 
 N_BOOT = 100
@@ -108,7 +109,8 @@ def only(ds: xr.Dataset, *names: str) -> xr.Dataset:
     need(ds, *names)
     small = ds[list(names)]
     for name in names:
-        for dim in [*layer_dims(ds[name]), *example_dims(ds[name])]:
+        layer = layer_dim(ds[name])
+        for dim in [*([layer] if layer else []), *sample_dims(ds[name])]:
             small = small.dropna(dim, how="all", subset=[name])
     if "targets" in ds.data_vars:
         small["targets"] = probe_targets(ds["targets"])
@@ -125,23 +127,6 @@ def probe_targets(t: xr.DataArray) -> xr.DataArray:
     if t.ndim == 1 and np.all(np.isfinite(v)) and np.array_equal(v, np.round(v)):
         t = t.astype(np.int64)
     return t
-
-
-SAMPLE_DIMS = ("example", "example2", "position")
-
-
-def example_dims(da: xr.DataArray) -> list[str]:
-    """The probe-sample dims of ``da`` whatever the loader named them (``example``,
-    ``logits_example``, ``kernel_example2``, ``logits_position``, ...); a second kernel
-    axis comes last."""
-    dims = [str(d) for d in da.dims
-            if str(d) in SAMPLE_DIMS or str(d).endswith(tuple("_" + s for s in SAMPLE_DIMS))]
-    return sorted(dims, key=lambda d: d.endswith("2"))
-
-
-def layer_dims(da: xr.DataArray) -> list[str]:
-    """The layer dim of ``da`` (``layer`` or ``<variable>_layer``), if any."""
-    return [str(d) for d in da.dims if str(d) == "layer" or str(d).endswith("_layer")]
 
 
 def widths_of(da: xr.DataArray) -> np.ndarray:
@@ -636,7 +621,7 @@ def point_logit_slope(param: str = "mup", n_boot: int | None = None) -> Measure:
 
     def prepare(ds: xr.Dataset) -> xr.Dataset:
         small = only(at_param(ds, param), "logits")
-        ex = example_dims(small["logits"])
+        ex = sample_dims(small["logits"])
         if not ex:
             raise Undecidable("logits have no example dim")
         return small.isel({ex[0]: [0]})

@@ -360,7 +360,7 @@ def load(sweep_dir: str | os.PathLike[str], *, mask_diverged: bool = True) -> xr
     from widthscan._version import __version__
 
     root = Path(sweep_dir)
-    runs = read_runs(root, with_probes=False)
+    runs = read_runs(root)
     params = sorted({r.param for r in runs})
     widths = sorted({r.width for r in runs})
     seeds = sorted(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,6 @@ import pandas as pd
 
 from widthscan.store.checkpoint import StoreWarning
 from widthscan.store.layout import SWEEP_CONFIG, iter_run_dirs, run_label
-from widthscan.store.probes import ProbeSeries
 from widthscan.store.run import RunStore
 from widthscan.store.scalars import KEY_COLUMNS
 
@@ -32,7 +31,6 @@ class RunData:
     status: dict[str, Any] | None
     seeds: list[int]
     scalars: pd.DataFrame
-    probes: dict[str, dict[str, ProbeSeries]] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -55,41 +53,31 @@ def _safe(read: Any, what: str) -> Any:
         return None
 
 
-def _member_seeds(
-    store: RunStore, status: dict[str, Any] | None, scalars: pd.DataFrame, k: int | None
-) -> list[int]:
+def _member_seeds(store: RunStore, status: dict[str, Any] | None, scalars: pd.DataFrame
+                  ) -> list[int]:
     config = _safe(store.read_config, store.path / "config.json")
     for source in (status, config):
         if source and isinstance(source.get("seeds"), list):
             return [int(s) for s in source["seeds"]]
-    logged = sorted(int(s) for s in scalars["seed"].unique())
-    if k is None or len(logged) == k:
-        return logged
-    warnings.warn(
-        f"{store.path}: no seed list in status/config; using 0..{k - 1}", LoadWarning, stacklevel=3
-    )
-    return list(range(k))
+    return sorted(int(s) for s in scalars["seed"].unique())
 
 
-def read_run(param: str, width: int, path: Path, with_probes: bool) -> RunData:
-    """Status, scalars and (optionally) probes of one run; member seeds from status.json,
-    else config.json, else the logged seeds, else 0..K-1 (with a LoadWarning).
+def read_run(param: str, width: int, path: Path) -> RunData:
+    """Status and scalars of one run (probes are read lazily by ``store.load``); member
+    seeds from status.json, else config.json, else the logged seeds.
     """
     store = RunStore(path)
     status = _safe(store.read_status, path / "status.json")
     scalars = store.read_scalars()
-    probes = store.read_probes() if with_probes else {}
-    k = next((s.values.shape[1] for vs in probes.values() for s in vs.values()), None)
-    seeds = _member_seeds(store, status, scalars, k)
-    return RunData(param, width, store, status, seeds, scalars, probes)
+    return RunData(param, width, store, status, _member_seeds(store, status, scalars), scalars)
 
 
-def read_runs(sweep_dir: str | os.PathLike[str], with_probes: bool) -> list[RunData]:
+def read_runs(sweep_dir: str | os.PathLike[str]) -> list[RunData]:
     """Every run of a sweep, sorted by param then width; FileNotFoundError if no sweep dir."""
     root = Path(sweep_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"no sweep directory at {root}")
-    return [read_run(p, w, path, with_probes) for p, w, path in iter_run_dirs(root)]
+    return [read_run(p, w, path) for p, w, path in iter_run_dirs(root)]
 
 
 def damage_notes(status: dict[str, Any] | None, scalars: pd.DataFrame | None = None
@@ -139,7 +127,7 @@ def load_scalars(sweep_dir: str | os.PathLike[str], *, mask_diverged: bool = Tru
 
     With ``mask_diverged``, metrics of a diverged member are NaN from its diverged step on.
     """
-    runs = read_runs(sweep_dir, with_probes=False)
+    runs = read_runs(sweep_dir)
     metrics = metric_columns([r.scalars for r in runs])
     frames = []
     for r in runs:

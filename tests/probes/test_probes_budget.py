@@ -9,31 +9,35 @@ import widthscan as ws
 import widthscan.probes as probes
 from widthscan.probes import ntk
 from widthscan.probes.budget import GIB, MemoryBudgetError, chunk_for
+from widthscan.probes.footprint import footprint
 
 
-def test_budget_of_two_examples_gives_the_unchunked_kernel(monkeypatch):
+def test_budget_chunks_examples_and_units_and_keeps_the_kernel():
+    """Budgets between the whole call's footprint and one item's: the plan fits, one more
+    unit would not, and the kernel is the unchunked one."""
     x = torch.randn(7, 4, generator=gen(2), dtype=torch.float64)
     ens = ws.Ensemble(mlp, 8, 4, "mup", "sgd", SEEDS, precision="float64")
-    whole = probes.entk(ens, x, method="jacobian")["entk"].values
-    n = sum(p[0].numel() for p in ens.params.values())
-    per_example = 2 * len(SEEDS) * 2 * n * 8  # two Jacobians, K members, C=2 outputs, float64
-    chosen = []
-    original = ntk.chunk_for
-
-    def spy(*args):
-        chosen.append(original(*args))
-        return chosen[-1]
-
-    monkeypatch.setattr(ntk, "chunk_for", spy)
-    parts = probes.entk(ens, x, method="jacobian", memory_budget=2.5 * per_example / GIB)
-    assert chosen == [2]
-    np.testing.assert_allclose(parts["entk"].values, whole, rtol=1e-12, atol=1e-14)
+    fp = footprint(ens.net, x[:1], torch.float64)
+    for trace in (True, False):
+        whole = probes.entk(ens, x, trace=trace, method="jacobian")["entk"].values
+        full = ntk.plan_entk(fp, 2, 7, 2, trace, False, 1.0)
+        assert (full.examples, full.units) == (7, 2)
+        for budget in (full.bytes * 0.99 / GIB, full.bytes * 0.3 / GIB):
+            plan = ntk.plan_entk(fp, 2, 7, 2, trace, False, budget)
+            assert plan.bytes <= budget * GIB
+            assert (plan.examples, plan.units) != (7, 2)
+            if plan.units < 2:
+                bigger = ntk.plan_entk(fp, 2, 7, 2, trace, False, 1.0, plan.examples)
+                assert bigger.units > plan.units
+            parts = probes.entk(ens, x, trace=trace, method="jacobian", memory_budget=budget)
+            np.testing.assert_allclose(parts["entk"].values, whole, rtol=1e-12, atol=1e-13)
 
 
 def test_a_budget_below_one_example_names_the_sizes():
     ens = ws.Ensemble(mlp, 8, 4, "mup", "sgd", SEEDS, precision="float64")
     x = torch.randn(3, 4, generator=gen(1), dtype=torch.float64)
-    with pytest.raises(MemoryBudgetError, match=r"K=2 members.*C=2 outputs.*n=\d+ parameters"):
+    with pytest.raises(MemoryBudgetError, match=r"K=2 members, P=3 examples, C=2 outputs, "
+                                                r"n=\d+ parameters"):
         probes.entk(ens, x, method="jacobian", memory_budget=1e-9)
 
 

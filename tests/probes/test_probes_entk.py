@@ -109,24 +109,27 @@ class SharedLinear(nn.Module):
         return self.readout(torch.tanh(self.hidden(h)))
 
 
-def test_falls_back_to_jacobian_when_a_layer_is_reused():
+def test_a_reused_layer_enters_through_its_jacobian():
+    """``hidden`` runs twice: its parameters leave the layerwise form, the kernel does not
+    change."""
     x = torch.randn(5, 4, generator=gen(4), dtype=torch.float64)
     p = ws.parametrize(SharedLinear, 16, 8, "mup", "sgd", seed=0, dtype=torch.float64)
     for weighting in ("lr", "raw"):
         ref = dense_entk(p, x, weighting)
-        got = torch.as_tensor(probes.entk(p, x, trace=False, weighting=weighting)["entk"].values)
-        torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-12)
-    with pytest.raises(ValueError, match="structured"):
-        probes.entk(p, x, method="structured")
+        for method in ("structured", "jacobian"):
+            got = torch.as_tensor(probes.entk(p, x, trace=False, weighting=weighting,
+                                              method=method)["entk"].values)
+            torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-12)
 
 
-def test_structured_rejects_non_linear_parameters():
-    x = torch.randint(0, 5, (3, 4), generator=gen(5))
-    p = ws.parametrize(lambda w: ws.models.transformer(w, vocab_size=5, seq_len=4, n_layers=1,
-                                                       n_heads=2),
-                       8, 4, "mup", "sgd", seed=0, dtype=torch.float64)
-    with pytest.raises(ValueError, match=r"nn\.Linear"):
+def test_structured_needs_a_layer_it_can_take():
+    p = ws.parametrize(lambda w: nn.Sequential(nn.Conv1d(1, w, 3), nn.Flatten()), 4, 4, "sp",
+                       "sgd", seed=0, dtype=torch.float64)
+    x = torch.randn(3, 1, 5, generator=gen(5), dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"Linear or Embedding"):
         probes.entk(p, x, method="structured")
+    torch.testing.assert_close(torch.as_tensor(probes.entk(p, x, trace=False)["entk"].values),
+                               dense_entk(p, x), rtol=1e-9, atol=1e-12)
 
 
 def relu_moments(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

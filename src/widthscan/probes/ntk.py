@@ -15,23 +15,36 @@ Adam has no fixed kernel of this form (its step is normalized by running second
 moments, and its size does not scale with the gradient), so ``weighting="lr"`` refuses
 models trained with Adam; use ``weighting="raw"`` there.
 
-Outputs (P, ...) are flattened to C = prod(...) units per example. ``trace=True``
-returns the mean over output units, (1 / C) sum_c Theta_{cc}: the best kernel of the
-form K (x) I_C, equal to s X X^T for a linear model f(x) = W x.
+Outputs (P, ...) are flattened to C = prod(...) units per example; a sequence model's
+(P, S, V) outputs give C = S V, or V with ``position`` (the logits at one position of each
+sequence). ``trace=True`` returns the mean over output units, (1 / C) sum_c Theta_{cc}:
+the best kernel of the form K (x) I_C, equal to s X X^T for a linear model f(x) = W x.
+
+Layerwise ("structured") form: a Linear layer with inputs A (S positions x fan_in) and
+output gradients G_c (S x fan_out) of unit c on each example contributes
+s m^2 sum_{s,t} (A_s . A'_t)(G_{c,s} . G'_{c',t}) (one position: from P x P Gram
+matrices, never a Jacobian), or, with several positions, the Gram matrix of its
+per-example Jacobians G_c^T A (one layer at a time); an Embedding is a Linear layer on
+one-hot tokens. The other parameters (LayerNorm, position tables, convolutions) enter
+through their per-example Jacobians. The work is chunked over examples and output units
+to fit a memory budget (``budget``).
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-from torch.func import jacrev, vjp, vmap
+import torch.nn.functional as F
+from torch.func import vjp, vmap
 
 from widthscan.measurement import Measurement
-from widthscan.probes.budget import chunk_for
-from widthscan.probes.hooks import Unstructured, perturb
+from widthscan.probes.budget import GIB, MemoryBudgetError, gib, resolve_budget
+from widthscan.probes.footprint import Footprint, Layer, footprint
+from widthscan.probes.hooks import perturb
 from widthscan.probes.members import Members, members, public
 
 METHODS = ("auto", "structured", "jacobian")
@@ -65,137 +78,209 @@ def tensor_weights(m: Members, weighting: str) -> dict[str, float]:
     return {n: float(m.lr_scales[n]) for n in m.params}
 
 
-def linear_only(net: nn.Module) -> list[str] | None:
-    """Names of the nn.Linear modules holding every parameter of ``net``, or None."""
-    modules = dict(net.named_modules())
-    owners: list[str] = []
-    for name, _ in net.named_parameters():
-        owner = name.rpartition(".")[0]
-        if not isinstance(modules.get(owner), nn.Linear):
-            return None
-        if owner not in owners:
-            owners.append(owner)
-    return owners or None
+def n_outputs(shape: tuple[int, ...], position: int | None) -> int:
+    """Output units C per example of outputs shaped ``shape`` (no batch axis): all of them,
+    or those at sequence ``position`` (outputs (S, V, ...): V...)."""
+    if position is None:
+        return math.prod(shape)
+    if len(shape) < 2:
+        raise ValueError(f"position={position}: outputs of shape {shape} per example have no "
+                         "sequence axis; allowed: position=None")
+    if not -shape[0] <= position < shape[0]:
+        raise ValueError(f"position={position}; allowed: -{shape[0]}..{shape[0] - 1}")
+    return math.prod(shape[1:])
 
 
-def _pname(module: str, leaf: str) -> str:
-    return f"{module}.{leaf}" if module else leaf
+def _select(out: torch.Tensor, position: int | None) -> torch.Tensor:
+    """(1, ...) outputs of one example -> its kernel's output units (C,)."""
+    return (out if position is None else out[:, position]).reshape(-1)
 
 
-def _outputs(out: torch.Tensor, p: int) -> torch.Tensor:
-    return out.reshape(p, -1)
+@dataclass(frozen=True)
+class Plan:
+    """Chunks of one eNTK call: ``examples`` and output ``units`` at a time, and the
+    working memory (bytes) they are estimated to take."""
+
+    examples: int
+    units: int
+    bytes: int
 
 
-def structured(m: Members, x: torch.Tensor, linears: list[str], trace: bool,
-               weights: dict[str, float]) -> torch.Tensor:
-    """Layerwise eNTK of a network whose parameters all sit in Linear layers.
+def plan_entk(fp: Footprint, k: int, p: int, c: int, trace: bool, structured: bool,
+              budget_gib: float, chunk: int | None = None) -> Plan:
+    """The largest chunks that fit ``budget_gib``: all ``p`` examples at once when one
+    output unit allows it (no Jacobian is computed twice), else fewer; then as many of the
+    ``c`` output units as fit. Raises ``MemoryBudgetError`` naming the sizes when one
+    example and one unit do not fit.
 
-    Per layer l with inputs A_l (P, fan_in) and output gradients G_{l,c} = d f_c / d z_l
-    (P, fan_out): Theta += (s_W m_W^2 A_l A_l^T + s_b m_b^2) * (G_{l,c} G_{l,c'}^T), with s
-    the tensor ``weights``. Needs
-    examples that do not interact and each Linear called once on (P, fan_in) inputs,
-    else raises ``Unstructured``. Memory O(K C P (fan_out + P) + K P fan_in) per layer,
-    independent of the parameter count.
+    Per member and example: its activations and the layer inputs; per example and output
+    unit: the backward's activation gradients, the output gradients of the structured
+    layers, the Jacobian of the other parameters and one layer's Jacobian (sequence
+    layers, twice); the kernel itself and one block of it.
     """
-    p = x.shape[0]
-    fan_out = {n: m.params[_pname(n, "weight")].shape[1] for n in linears}
+    item = fp.itemsize
+    layers = fp.layers.values() if structured else ()
+    rest = fp.rest(structured)
+    per_example = fp.activations + item * sum(la.positions * la.fan_in for la in layers)
+    widest = max((la.fan_in * la.fan_out for la in layers if la.positions > 1), default=0)
+    per_unit = fp.activations + item * (sum(la.positions * la.fan_out for la in layers)
+                                        + rest + 2 * widest)
+    result = item * k * p * p * (1 if trace else c * c)
 
-    def one(eff: dict[str, torch.Tensor], inp: torch.Tensor):
-        deltas = {n: torch.zeros(p, fan_out[n], dtype=m.dtype, device=m.device)
-                  for n in linears}
+    def need(pe: int, cu: int) -> int:
+        copies = 1 if pe >= p else 2
+        return 2 * result + k * copies * pe * (per_example + cu * per_unit)
 
-        def f(ds: dict[str, torch.Tensor]):
-            inputs: dict[str, torch.Tensor] = {}
-            with perturb(m.net, ds, inputs):
-                out = m.call(eff, inp)
-            return _outputs(out, p), inputs
+    budget = budget_gib * GIB
+    if chunk:
+        pe = min(int(chunk), p)
+    elif need(p, 1) <= budget:
+        pe = p
+    else:
+        pe = max(1, int((budget - 2 * result) // (2 * k * (per_example + per_unit))))
+    if need(pe, 1) > budget:
+        raise MemoryBudgetError(
+            f"eNTK needs {gib(need(pe, 1))} for its smallest chunk of {pe} example(s) and 1 "
+            f"output unit (K={k} members, P={p} examples, C={c} outputs, n={fp.n_params} "
+            f"parameters per member ({rest} outside structured layers), activations "
+            f"{gib(fp.activations)} per example, kernel {gib(result)}, {item}-byte numbers); "
+            f"memory_budget={budget_gib:g} GiB")
+    cu = 1
+    while cu < c and need(pe, min(c, 2 * cu)) <= budget:
+        cu = min(c, 2 * cu)
+    lo, hi = cu, min(c, 2 * cu)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if need(pe, mid) <= budget else (lo, mid - 1)
+    return Plan(pe, lo, need(pe, lo))
 
-        out, pullback, inputs = vjp(f, deltas, has_aux=True)
-        c = out.shape[1]
-        basis = torch.eye(c, dtype=out.dtype, device=out.device)
-        cotangents = basis.unsqueeze(1).expand(c, p, c)
-        (grads,) = vmap(pullback)(cotangents)
-        return inputs, grads
+
+def _features(m: Members, x: torch.Tensor, units: torch.Tensor, n_out: int,
+              layers: dict[str, Layer], rest: list[str], position: int | None
+              ) -> tuple[dict, dict, dict]:
+    """Per member and example of ``x`` (p, ...), for output units ``units`` (c,): inputs of
+    the structured ``layers`` (K, p, 1, ..., fan_in), gradients of the units with respect
+    to their outputs (K, p, c, 1, ..., fan_out), and with respect to the effective ``rest``
+    parameters (K, p, c, ...)."""
+    cot = torch.zeros(len(units), n_out, dtype=m.dtype, device=m.device)
+    cot[torch.arange(len(units)), units] = 1.0
+
+    def one(eff: dict[str, torch.Tensor], xs: torch.Tensor):
+        others = {n: eff[n] for n in rest}
+
+        def example(x1: torch.Tensor):
+            deltas = {n: torch.zeros(la.out_shape, dtype=m.dtype, device=m.device)
+                      for n, la in layers.items()}
+
+            def f(ds: dict[str, torch.Tensor], rs: dict[str, torch.Tensor]):
+                inputs: dict[str, torch.Tensor] = {}
+                with perturb(m.net, ds, inputs):
+                    out = m.call({**eff, **rs}, x1.unsqueeze(0))
+                return _select(out, position), inputs
+
+            _, pullback, inputs = vjp(f, deltas, others, has_aux=True)
+            grads, rest_grads = vmap(pullback)(cot)
+            return inputs, grads, rest_grads
+
+        return vmap(example)(xs)
 
     with torch.no_grad():
-        inputs, grads = m.map(one, m.effective(), x)
-    theta = None
-    for n in linears:
-        a = inputs[n]
-        if a.ndim != 3:
-            raise Unstructured(n)
-        g = grads[n]
-        wn, bn = _pname(n, "weight"), _pname(n, "bias")
-        aa = weights[wn] * m.multipliers[wn] ** 2 * (a @ a.transpose(1, 2))
-        if bn in m.params:
-            aa = aa + weights[bn] * m.multipliers[bn] ** 2
-        if trace:
-            gg = torch.einsum("kcpo,kcqo->kpq", g, g) / g.shape[1]
-            term = aa * gg
+        return m.map(one, m.effective(), x)
+
+
+def _flat_inputs(a: torch.Tensor, layer: Layer, dtype: torch.dtype) -> torch.Tensor:
+    """Recorded inputs (K, p, 1, ...) -> (K, p, S, fan_in); token ids become one-hot rows."""
+    k, p = a.shape[:2]
+    if layer.kind == "embedding":
+        return F.one_hot(a.reshape(k, p, -1), layer.fan_in).to(dtype)
+    return a.reshape(k, p, -1, layer.fan_in)
+
+
+def _gram(fa: tuple, fb: tuple, layers: dict[str, Layer], scale: dict[str, float],
+          trace: bool, dtype: torch.dtype) -> torch.Tensor:
+    """Kernel block (K, pa, pb) (``trace``: summed over the units) or (K, pa, pb, ca, cb)
+    between two chunks' features, each tensor's term times its ``scale`` (s m^2)."""
+    (ia, ga, ra), (ib, gb, rb) = fa, fb
+    block = None
+
+    def add(term: torch.Tensor) -> None:
+        nonlocal block
+        block = term if block is None else block + term
+
+    for name, la in layers.items():
+        a1, a2 = _flat_inputs(ia[name], la, dtype), _flat_inputs(ib[name], la, dtype)
+        k, pa, s = a1.shape[:3]
+        g1 = ga[name].reshape(k, pa, -1, s, la.fan_out)
+        g2 = gb[name].reshape(k, a2.shape[1], -1, s, la.fan_out)
+        w = scale[la.params[0]]
+        if s == 1:
+            aa = torch.einsum("kisf,kjtf->kijst", a1, a2)
+            if trace:
+                add(w * (aa * torch.einsum("kicso,kjcto->kijst", g1, g2)).sum((3, 4)))
+            else:
+                add(w * torch.einsum("kijst,kicso,kjdto->kijcd", aa, g1, g2))
         else:
-            gg = torch.einsum("kcpo,kdqo->kpqcd", g, g)
-            term = aa[..., None, None] * gg
-        theta = term if theta is None else theta + term
-    return theta
+            j1 = torch.einsum("kicso,kisf->kicof", g1, a1).flatten(3)
+            j2 = j1 if fb is fa else torch.einsum("kicso,kisf->kicof", g2, a2).flatten(3)
+            add(w * torch.einsum("kicn,kjcn->kij" if trace else "kicn,kjdn->kijcd", j1, j2))
+            del j1, j2
+        if len(la.params) == 2:
+            spec = "kico,kjco->kij" if trace else "kico,kjdo->kijcd"
+            add(scale[la.params[1]] * torch.einsum(spec, g1.sum(3), g2.sum(3)))
+    for name in ra:
+        r1 = ra[name].flatten(3) if ra[name].ndim > 3 else ra[name].reshape(
+            *ra[name].shape[:3], -1)
+        r2 = rb[name].flatten(3) if rb[name].ndim > 3 else rb[name].reshape(
+            *rb[name].shape[:3], -1)
+        add(scale[name] * torch.einsum("kicn,kjcn->kij" if trace else "kicn,kjdn->kijcd",
+                                       r1, r2))
+    return block
 
 
-def jacobian(m: Members, x: torch.Tensor, trace: bool, chunk: int | None,
-             weights: dict[str, float], memory_budget: float | None = None) -> torch.Tensor:
-    """eNTK from raw-parameter Jacobians of chunks of examples (any module), each tensor's
-    Gram term times its ``weights`` entry.
-
-    Memory O(2 K chunk C n) for n parameters per member (one chunk's Jacobian and
-    another's); chunk=None takes all P examples at once (O(K P C n)), or the largest chunk
-    whose two Jacobians fit ``memory_budget`` GiB. Time: (P / chunk) * (P / chunk + 1) / 2
-    chunk Jacobians.
-    """
+def chunked_entk(m: Members, x: torch.Tensor, trace: bool, weights: dict[str, float],
+                 fp: Footprint, structured: bool, plan: Plan, position: int | None = None,
+                 units: torch.Tensor | None = None) -> torch.Tensor:
+    """eNTK (K, P, P) or (K, P, P, C, C) from chunks of ``plan.examples`` examples and
+    ``plan.units`` output units; each item's features are computed once per pass over
+    the chunks that pair with it (all of them when every example fits one chunk)."""
     p = x.shape[0]
-
-    def f(raw: dict[str, torch.Tensor], inp: torch.Tensor) -> torch.Tensor:
-        eff = {n: t * m.multipliers[n] if m.multipliers[n] != 1.0 else t for n, t in raw.items()}
-        return _outputs(m.call(eff, inp), inp.shape[0])
-
-    if not chunk and memory_budget is not None:
-        with torch.no_grad():
-            c = f({n: t[0] for n, t in m.params.items()}, x[:1]).shape[1]
-        n_params, size = m.flat_size(), m.dtype.itemsize
-        chunk = chunk_for(memory_budget, 2 * m.k * c * n_params * size, p,
-                          "eNTK by Jacobians",
-                          f"2 Jacobians of K={m.k} members x 1 example x C={c} outputs x "
-                          f"n={n_params} parameters x {size} bytes")
-    step = p if not chunk else min(int(chunk), p)
-
-    def jac(inp: torch.Tensor) -> dict[str, torch.Tensor]:
-        j = m.map(jacrev(f), m.params, inp)
-        return {n: t.flatten(3) for n, t in j.items()}
-
-    starts = list(range(0, p, step))
-    blocks: dict[tuple[int, int], torch.Tensor] = {}
-    with torch.no_grad():
-        for bi, i in enumerate(starts):
-            ji = jac(x[i:i + step])
-            for j in starts[bi:]:
-                jj = ji if j == i else jac(x[j:j + step])
-                spec = "kacn,kbcn->kab" if trace else "kacn,kbdn->kabcd"
-                block = sum(weights[n] * torch.einsum(spec, ji[n], jj[n]) for n in ji)
-                if trace:
-                    block = block / next(iter(ji.values())).shape[2]
-                blocks[(i, j)] = block
-    rows = []
-    for i in starts:
-        row = []
-        for j in starts:
-            b = blocks[(i, j)] if j >= i else blocks[(j, i)].transpose(1, 2)
-            if j < i and not trace:
-                b = b.transpose(3, 4)
-            row.append(b)
-        rows.append(torch.cat(row, 2))
-    return torch.cat(rows, 1)
+    n_out = n_outputs(fp.output_shape, position)
+    units = torch.arange(n_out) if units is None else torch.as_tensor(units).reshape(-1)
+    units = units.to(m.device)
+    c = len(units)
+    layers = fp.layers if structured else {}
+    owned = {n for la in layers.values() for n in la.params}
+    rest = [n for n in m.params if n not in owned]
+    scale = {n: weights[n] * m.multipliers[n] ** 2 for n in m.params}
+    shape = (m.k, p, p) if trace else (m.k, p, p, c, c)
+    theta = torch.zeros(shape, dtype=m.dtype, device=m.device)
+    ex = [slice(i, min(i + plan.examples, p)) for i in range(0, p, plan.examples)]
+    us = [slice(i, min(i + plan.units, c)) for i in range(0, c, plan.units)]
+    items = [(e, u) for u in us for e in ex]
+    for i, (ea, ua) in enumerate(items):
+        fa = _features(m, x[ea], units[ua], n_out, layers, rest, position)
+        for eb, ub in items[i:]:
+            if trace and ub != ua:
+                continue
+            same = (eb, ub) == (ea, ua)
+            fb = fa if same else _features(m, x[eb], units[ub], n_out, layers, rest, position)
+            block = _gram(fa, fb, layers, scale, trace, m.dtype)
+            if trace:
+                theta[:, ea, eb] += block
+                if ea != eb:
+                    theta[:, eb, ea] += block.transpose(1, 2)
+            else:
+                theta[:, ea, eb, ua, ub] = block
+                if not same:
+                    theta[:, eb, ea, ub, ua] = block.permute(0, 2, 1, 4, 3)
+            del fb, block
+    return theta / c if trace else theta
 
 
 def measure_entk(m: Members, x: torch.Tensor, trace: bool = True, chunk: int | None = None,
                  method: str = "auto", weighting: str = "lr",
-                 memory_budget: float | None = None) -> dict[str, Measurement]:
+                 memory_budget: float | None = None, position: int | None = None,
+                 outputs: torch.Tensor | None = None) -> dict[str, Measurement]:
     """``entk`` (K, P, P) dims ("example", "example2") with ``trace``, else
     (K, P, P, C, C) dims ("example", "example2", "output", "output2"); kernel units
     (output units^2 per unit learning rate); ``entk_weighting`` (K,) dims (): which
@@ -204,19 +289,15 @@ def measure_entk(m: Members, x: torch.Tensor, trace: bool = True, chunk: int | N
         raise ValueError(f"method={method!r}; allowed: {METHODS}")
     weights = tensor_weights(m, weighting)
     x = m.prepare(x)
-    theta = None
-    linears = linear_only(m.net) if method != "jacobian" else None
-    if method == "structured" and linears is None:
-        raise ValueError("method='structured' needs every parameter in an nn.Linear")
-    if linears is not None:
-        try:
-            theta = structured(m, x, linears, trace, weights)
-        except Unstructured:
-            if method == "structured":
-                raise ValueError("method='structured': a Linear runs more than once or on "
-                                 "inputs that are not (examples, features)") from None
-    if theta is None:
-        theta = jacobian(m, x, trace, chunk, weights, memory_budget)
+    budget = resolve_budget(memory_budget, m.device)
+    fp = footprint(m.net, x[:1], m.dtype)
+    structured = method != "jacobian"
+    if method == "structured" and not fp.layers:
+        raise ValueError("method='structured' needs a Linear or Embedding layer that runs once "
+                         "per forward on (examples, ..., features) inputs")
+    c = n_outputs(fp.output_shape, position) if outputs is None else len(outputs)
+    plan = plan_entk(fp, m.k, x.shape[0], c, trace, structured, budget, chunk)
+    theta = chunked_entk(m, x, trace, weights, fp, structured, plan, position, outputs)
     p = theta.shape[1]
     dims = ("example", "example2") if trace else ("example", "example2", "output", "output2")
     coords = {"example": np.arange(p), "example2": np.arange(p)}
@@ -227,7 +308,8 @@ def measure_entk(m: Members, x: torch.Tensor, trace: bool = True, chunk: int | N
 
 def entk(model: Any, x: torch.Tensor, trace: bool = True, chunk: int | None = None,
          average: bool = False, method: str = "auto", weighting: str = "lr",
-         memory_budget: float | None = None) -> dict[str, Measurement]:
+         memory_budget: float | None = None, position: int | None = None,
+         outputs: torch.Tensor | None = None) -> dict[str, Measurement]:
     """Empirical NTK on probe examples x (P, ...), w.r.t. raw parameters, each tensor
     weighted by its learning-rate scale (``weighting="lr"``: the kernel SGD follows) or
     not (``"raw"``); see the module docstring.
@@ -235,16 +317,24 @@ def entk(model: Any, x: torch.Tensor, trace: bool = True, chunk: int | None = No
     Returns ``entk``: (K, P, P) (``trace=True``: mean over output units) or
     (K, P, P, C, C) for an Ensemble, without K for a Parametrized. ``average=True``
     returns the ensemble average instead (mean over members with a finite kernel; no
-    member axis). ``method``: "structured" (layerwise form, networks made only of
-    Linear layers; memory independent of the parameter count), "jacobian" (chunked
-    Jacobian contraction, any module; ``chunk`` examples at a time, memory
-    O(2 K chunk C n) for n parameters), or "auto" (structured when it applies).
-    ``memory_budget`` (GiB): with ``chunk=None``, the Jacobian method takes the largest
-    chunk that fits, and raises ``MemoryBudgetError`` (naming the sizes) when one example
-    does not. Also returns ``entk_weighting``: 1.0 (lr-weighted) or 0.0 (raw), (K,) or ().
+    member axis). ``method``: "structured" (Linear and Embedding layers that run once
+    per forward in the layerwise form, from their inputs and output gradients; every
+    other parameter from its per-example Jacobian), "jacobian" (per-example Jacobians
+    of every parameter), or "auto" (= "structured"). ``position`` (sequence models,
+    outputs (P, S, V)): the kernel of the outputs at that position only (e.g. -1, the
+    last; C = V), None: all S x V. ``outputs``: indices of the output units (after
+    ``position``) to keep, None: all.
+
+    Memory: the work goes in chunks of examples and output units that fit
+    ``memory_budget`` GiB (default ``budget.default_budget``: 16 GiB on a GPU, half the
+    RAM on the CPU); ``chunk`` fixes the examples per chunk. ``MemoryBudgetError``
+    (naming the sizes) when one example and one output unit do not fit. Time: one
+    backward pass per example and output unit (more when the examples need several
+    chunks). Also returns ``entk_weighting``: 1.0 (lr-weighted) or 0.0 (raw), (K,) or ().
     """
     m = members(model)
-    result = measure_entk(m, x, trace, chunk, method, weighting, memory_budget)
+    result = measure_entk(m, x, trace, chunk, method, weighting, memory_budget, position,
+                          outputs)
     if not average:
         return public(m, result)
     meas = result["entk"]

@@ -177,7 +177,7 @@ def _check_names(cfg: SweepConfig, allow_import: Iterable[str]) -> list[str]:
 
 PROBE_INTS = {"k": 1, "max_iter": 1, "n_examples": 1, "n_full": 1, "chunk": 1, "batch_size": 1,
               "bins": 1, "every": 1, "first": 0, "example": 0}
-PROBE_FLOATS = ("tol", "range_std")
+PROBE_FLOATS = ("tol", "range_std", "memory_budget")
 MAX_PROBE_INT = 1 << 20
 
 
@@ -192,8 +192,9 @@ def _probe_option_problems(name: str, options: Mapping[str, Any]) -> list[str]:
                     not low <= value <= MAX_PROBE_INT:
                 problems.append(f"{path}: {_shown(value)} is not allowed; allowed: an integer "
                                 f"{low}..{MAX_PROBE_INT}" + (" or unset" if low else ""))
-        elif key in PROBE_FLOATS and (isinstance(value, bool) or not isinstance(
-                value, int | float) or not 0 < value < float("inf")):
+        elif key in PROBE_FLOATS and value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+                or not 0 < value < float("inf")):
             problems.append(f"{path}: {_shown(value)} is not allowed; allowed: a number > 0")
     return problems
 

@@ -60,8 +60,11 @@ def resolve_budget(budget_gib: float | None, device: torch.device | str) -> floa
 
 
 def gib(n: float) -> str:
-    """Bytes as GiB (3 significant digits)."""
-    return f"{n / GIB:.3g} GiB"
+    """Bytes in GiB, MiB or KiB (3 significant digits)."""
+    for unit, size in (("GiB", GIB), ("MiB", 2**20)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n / 1024:.3g} KiB"
 
 
 def chunk_for(budget_gib: float | None, bytes_per_item: int, items: int, what: str,
@@ -78,3 +81,21 @@ def chunk_for(budget_gib: float | None, bytes_per_item: int, items: int, what: s
             f"{what} needs {gib(fixed + bytes_per_item)} for the smallest chunk ({sizes}); "
             f"memory_budget={budget:g} GiB")
     return min(fits, items)
+
+
+def grid_chunks(budget_gib: float, fixed: int, per_cell: int, rows: int, cols: int,
+                what: str, sizes: str) -> tuple[int, int]:
+    """Chunks (r, c) of a rows x cols grid (e.g. members x examples) whose working memory
+    ``fixed + r * c * per_cell`` fits ``budget_gib``: all rows and as many columns as fit,
+    else one column and as many rows. ``MemoryBudgetError`` naming ``what`` and its
+    ``sizes`` when one cell does not fit."""
+    room = budget_gib * GIB - fixed
+    if room < per_cell:
+        raise MemoryBudgetError(
+            f"{what} needs {gib(fixed + per_cell)} for its smallest chunk ({sizes}); "
+            f"memory_budget={budget_gib:g} GiB")
+    per_cell = max(per_cell, 1)
+    c = int(room // (rows * per_cell))
+    if c >= 1:
+        return rows, min(c, cols)
+    return max(1, int(room // per_cell)), 1

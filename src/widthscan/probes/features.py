@@ -36,6 +36,8 @@ from widthscan.measurement import Measurement
 from widthscan.models.mlp import ACTIVATIONS, MLP
 from widthscan.models.resnet import ResNet18
 from widthscan.models.transformer import Transformer
+from widthscan.probes.budget import gib, grid_chunks, resolve_budget
+from widthscan.probes.footprint import footprint, meta_copy
 from widthscan.probes.hooks import Layer, capture, resolve, split
 from widthscan.probes.members import Members, members, public
 
@@ -96,8 +98,30 @@ def preact_layers(net: nn.Module, layers: Sequence[str] | None) -> list[Layer]:
     return [Layer(name, *split(name)) for name in names]
 
 
-def _capture(m: Members, layers: Sequence[Layer], x: torch.Tensor, reduce) -> list[torch.Tensor]:
-    """Per member: forward with hooks, ``reduce(layer, feature)`` each, stacked over K."""
+def _feature_bytes(m: Members, layers: Sequence[Layer], x1: torch.Tensor, reduce
+                   ) -> tuple[int, int]:
+    """Bytes of one example's captured features, as captured and as reduced (a meta-device
+    forward, nothing allocated)."""
+    twin = meta_copy(m.net, m.dtype)
+    store: dict[str, torch.Tensor] = {}
+    x = x1.to("meta", dtype=m.dtype if x1.is_floating_point() else x1.dtype)
+    with torch.no_grad(), capture(twin, layers, store):
+        twin(x)
+    raw = sum(t.numel() * t.element_size() for t in store.values())
+    reduced = sum(reduce(layer, store[layer.label]).numel() * m.dtype.itemsize
+                  for layer in layers if layer.label in store)
+    return raw, reduced
+
+
+def _capture(m: Members, layers: Sequence[Layer], x: torch.Tensor, reduce,
+             memory_budget: float | None = None) -> list[torch.Tensor]:
+    """Per member: forward with hooks, ``reduce(layer, feature)`` each, stacked over K.
+
+    ``reduce`` must return per-example rows (concatenated over example chunks along the
+    axis after K). Runs in chunks of members and examples whose activations and features
+    fit ``memory_budget`` GiB (``budget``)."""
+    x = m.prepare(x)
+    p = x.shape[0]
 
     def one(eff: dict[str, torch.Tensor], inp: torch.Tensor) -> tuple[torch.Tensor, ...]:
         store: dict[str, torch.Tensor] = {}
@@ -108,8 +132,20 @@ def _capture(m: Members, layers: Sequence[Layer], x: torch.Tensor, reduce) -> li
             raise ValueError(f"layers {missing} did not run in the forward pass")
         return tuple(reduce(layer, store[layer.label]) for layer in layers)
 
+    fp = footprint(m.net, x[:1], m.dtype)
+    raw, reduced = _feature_bytes(m, layers, x[:1], reduce)
+    budget = resolve_budget(memory_budget, m.device)
+    q, pe = grid_chunks(budget, m.k * p * reduced, fp.activations + raw + reduced, m.k, p,
+                        "feature capture", f"K={m.k} members x P={p} examples; per member and "
+                        f"example: activations {gib(fp.activations)}, features {gib(raw)}")
+    eff = m.effective()
+    rows = []
     with torch.no_grad(), m.autocast():
-        return list(m.map(one, m.effective(), m.prepare(x)))
+        for i in range(0, m.k, q):
+            sub = {n: t[i:i + q] for n, t in eff.items()}
+            parts = [m.map(one, sub, x[j:j + pe]) for j in range(0, p, pe)]
+            rows.append([torch.cat(ts, 1) for ts in zip(*parts)])
+    return [torch.cat(ts, 0) for ts in zip(*rows)]
 
 
 def pool_features(t: torch.Tensor, pool: str) -> torch.Tensor:
@@ -124,21 +160,24 @@ def pool_features(t: torch.Tensor, pool: str) -> torch.Tensor:
 
 
 def measure_kernels(m: Members, x: torch.Tensor, layers: Sequence[str] | None = None,
-                    pool: str = "mean") -> dict[str, Measurement]:
+                    pool: str = "mean", memory_budget: float | None = None
+                    ) -> dict[str, Measurement]:
     """``kernel`` (K, L, P, P): K_l = Phi_l Phi_l^T / D_l with Phi_l (P, D_l) the pooled
-    features of layer l (D_l their dimension), dims ("layer", "example", "example2")."""
+    features of layer l (D_l their dimension), dims ("layer", "example", "example2").
+    Features are computed in chunks that fit ``memory_budget`` GiB (see ``_capture``)."""
     if pool not in POOLS:
         raise ValueError(f"pool={pool!r}; allowed: {POOLS}")
     specs = kernel_layers(m.net, layers)
 
-    def gram(layer: Layer, t: torch.Tensor) -> torch.Tensor:
+    def pooled(layer: Layer, t: torch.Tensor) -> torch.Tensor:
         if layer.transform is not None:
             t = layer.transform(t)
-        phi = pool_features(t.float() if t.dtype == torch.bfloat16 else t, pool)
-        with torch.autocast(phi.device.type, enabled=False):
-            return phi @ phi.T / phi.shape[1]
+        return pool_features(t.float() if t.dtype == torch.bfloat16 else t, pool)
 
-    grams = _capture(m, specs, x, gram)
+    grams = []
+    for phi in _capture(m, specs, x, pooled, memory_budget):
+        with torch.autocast(phi.device.type, enabled=False):
+            grams.append(phi @ phi.transpose(1, 2) / phi.shape[2])
     values = torch.stack(grams, 1)
     p = values.shape[-1]
     coords = {"layer": np.array([s.label for s in specs]), "example": np.arange(p),
@@ -193,7 +232,8 @@ def moments(values: torch.Tensor) -> torch.Tensor:
 
 def measure_preactivations(m: Members, x: torch.Tensor, layers: Sequence[str] | None = None,
                            bins: int = 50, edges: torch.Tensor | np.ndarray | None = None,
-                           range_std: float = 5.0) -> dict[str, Measurement]:
+                           range_std: float = 5.0, memory_budget: float | None = None
+                           ) -> dict[str, Measurement]:
     """Histograms of each layer's outputs over (neurons x positions x probe inputs).
 
     ``edges`` (L, bins + 1) fixes the bins; by default (and in a sweep) they span
@@ -204,7 +244,7 @@ def measure_preactivations(m: Members, x: torch.Tensor, layers: Sequence[str] | 
     """
     specs = preact_layers(m.net, layers)
     vals = [v.reshape(v.shape[0], -1)
-            for v in _capture(m, specs, x, lambda _layer, t: t.reshape(-1))]
+            for v in _capture(m, specs, x, lambda _layer, t: t.reshape(-1), memory_budget)]
     if edges is None:
         e = preact_edges(vals, bins, range_std)
     else:
@@ -237,48 +277,57 @@ def attention_layers(net: nn.Module) -> list[Layer]:
     return out
 
 
-def measure_attention(m: Members, x: torch.Tensor) -> dict[str, Measurement]:
+def measure_attention(m: Members, x: torch.Tensor, memory_budget: float | None = None
+                      ) -> dict[str, Measurement]:
     """``attention`` (K, L, H, S, S): probabilities of every head of every attention layer
-    on one probe sequence x (S,) or (1, S); dims ("layer", "head", "query", "key")."""
+    on one probe sequence x (S,) or (1, S); dims ("layer", "head", "query", "key").
+    Members run in chunks that fit ``memory_budget`` GiB (see ``_capture``)."""
     x = torch.as_tensor(x)
     if x.ndim == 1:
         x = x.unsqueeze(0)
     if x.shape[0] != 1:
         raise ValueError(f"attention takes one probe sequence, got a batch of {x.shape[0]}")
     specs = attention_layers(m.net)
-    maps = _capture(m, specs, x, lambda _layer, t: t[0])
+    maps = _capture(m, specs, x, lambda _layer, t: t, memory_budget)
+    maps = [t[:, 0] for t in maps]
     values = torch.stack(maps, 1)
     return {"attention": m.measurement(("layer", "head", "query", "key"), values,
                                   {"layer": np.array([s.label for s in specs])})}
 
 
 def kernels(model: Any, x: torch.Tensor, layers: Sequence[str] | None = None,
-            pool: str = "mean") -> dict[str, Measurement]:
+            pool: str = "mean", memory_budget: float | None = None) -> dict[str, Measurement]:
     """Feature Gram matrices K_l = Phi_l Phi_l^T / D_l of each layer on probe inputs x.
 
     Returns ``kernel`` with dims ("layer", "example", "example2"): (K, L, P, P) for an
     Ensemble, (L, P, P) for a Parametrized. Keep P <= 512. See the module docstring for
     layer names and defaults; ``pool`` is "mean" (average over spatial / sequence
-    positions) or "flatten".
+    positions) or "flatten". ``memory_budget`` (GiB; default ``budget.default_budget``):
+    members and examples run in chunks whose activations and features fit it
+    (``MemoryBudgetError`` naming the sizes when one member on one example does not); the
+    same for ``preactivations`` and ``attention``.
     """
     m = members(model)
-    return public(m, measure_kernels(m, x, layers, pool))
+    return public(m, measure_kernels(m, x, layers, pool, memory_budget))
 
 
 def preactivations(model: Any, x: torch.Tensor, layers: Sequence[str] | None = None,
                    bins: int = 50, edges: torch.Tensor | np.ndarray | None = None,
-                   range_std: float = 5.0) -> dict[str, Measurement]:
+                   range_std: float = 5.0, memory_budget: float | None = None
+                   ) -> dict[str, Measurement]:
     """Preactivation histograms and moments (see :func:`measure_preactivations`);
     the member axis is dropped for a Parametrized."""
     m = members(model)
-    return public(m, measure_preactivations(m, x, layers, bins, edges, range_std))
+    return public(m, measure_preactivations(m, x, layers, bins, edges, range_std,
+                                            memory_budget))
 
 
-def attention(model: Any, x: torch.Tensor) -> dict[str, Measurement]:
+def attention(model: Any, x: torch.Tensor, memory_budget: float | None = None
+              ) -> dict[str, Measurement]:
     """Attention probabilities (see :func:`measure_attention`); (L, H, S, S) for a
     Parametrized."""
     m = members(model)
-    return public(m, measure_attention(m, x))
+    return public(m, measure_attention(m, x, memory_budget))
 
 
 def edges_of(result: Mapping[str, Measurement]) -> np.ndarray:

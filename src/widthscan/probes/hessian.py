@@ -18,10 +18,12 @@ import torch
 from torch.func import grad, jvp
 
 from widthscan.measurement import Measurement
+from widthscan.probes.budget import chunk_for, gib, resolve_budget
+from widthscan.probes.footprint import Footprint, footprint
 from widthscan.probes.members import Members, members, public
 from widthscan.probes.preconditioners import CODES, kind, preconditioner_root
 from widthscan.stack import mlp_hvp
-from widthscan.stack.losses import LOSSES, member_losses
+from widthscan.stack.losses import IGNORE_INDEX, LOSSES, member_losses
 
 HVP_MODES = ("auto", "closed", "rev-rev", "fwd-rev")
 AUTOGRAD_MODES = ("rev-rev", "fwd-rev")
@@ -117,14 +119,73 @@ def closed_form_problem(m: Members, loss: str) -> str | None:
     return None
 
 
+def chunked_hvp(m: Members, x: torch.Tensor, y: torch.Tensor, loss: str, chunk: int
+                ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``rev-rev`` products summed over chunks of ``chunk`` examples, each chunk's graph
+    built, used and freed per product (memory of one chunk's graph; time about twice a
+    product on a kept graph). Chunk losses are weighted by their share of the batch's
+    loss terms (targets not ignored, or output elements for MSE), so the sum is the
+    Hessian of the batch's mean loss."""
+    x, y = m.prepare(x), _targets(m, y, loss)
+    flat = Flat(m.params)
+    starts = list(range(0, x.shape[0], chunk))
+    if loss == "ce":
+        counts = [float((y[i:i + chunk] != IGNORE_INDEX).sum()) for i in starts]
+    else:
+        counts = [float(y[i:i + chunk].numel()) for i in starts]
+    total = max(sum(counts), 1.0)
+
+    def product(v: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros_like(v)
+        for i, count in zip(starts, counts):
+            if count == 0:
+                continue
+            leaves = {n: p.detach().requires_grad_(True) for n, p in m.params.items()}
+            inputs = list(leaves.values())
+            with torch.enable_grad():
+                value = (member_losses(m.apply(leaves, x[i:i + chunk]), y[i:i + chunk], loss)
+                         * (count / total)).sum()
+                grads = torch.autograd.grad(value, inputs, create_graph=True,
+                                            allow_unused=True)
+                live = [j for j, g in enumerate(grads) if g is not None and g.requires_grad]
+                parts = torch.split(v, flat.sizes, dim=1)
+                hv = torch.autograd.grad([grads[j] for j in live], inputs,
+                                         grad_outputs=[parts[j].reshape(grads[j].shape)
+                                                       for j in live], allow_unused=True)
+            out += flat.flatten([torch.zeros_like(p) if h is None else h
+                                 for h, p in zip(hv, inputs)])
+            del leaves, inputs, grads, hv
+        return out
+
+    return product
+
+
+def plan_sharpness(fp: Footprint, k: int, batch: int, max_iter: int, eigen: int,
+                   budget_gib: float) -> int:
+    """Examples per Hessian-vector-product chunk that fit ``budget_gib`` with the Lanczos
+    vectors (``max_iter`` + ``eigen`` + 8 of K x n numbers: the basis, locked pairs and
+    work vectors) and the Hessian graph's parameter-sized part; ``MemoryBudgetError``
+    naming the sizes when one example does not fit."""
+    item, n = fp.itemsize, fp.n_params
+    vectors = item * k * n * (min(max_iter, n) + eigen + 8)
+    per_example = k * (fp.hessian + fp.activations)
+    sizes = (f"K={k} members, n={n} parameters, {min(max_iter, n) + eigen + 8} vectors of "
+             f"{gib(item * k * n)} for Lanczos (max_iter={max_iter}), batch of {batch} "
+             f"examples, Hessian graph {gib(fp.hessian)} per example and member")
+    return chunk_for(budget_gib, per_example, batch, "sharpness", sizes,
+                     vectors + k * fp.hessian_fixed)
+
+
 def hessian_product(m: Members, x: torch.Tensor, y: torch.Tensor, loss: str,
-                    mode: str = "auto") -> Callable[[torch.Tensor], torch.Tensor]:
+                    mode: str = "auto", chunk: int | None = None
+                    ) -> Callable[[torch.Tensor], torch.Tensor]:
     """A map (K, n) -> (K, n), each member's loss Hessian on (x, y) times its row.
 
     ``mode``: "closed" (Pearlmutter's R-operator written out for the MLP family, see
     ``mlp_hvp``: about two training steps per product, no autograd graph), "rev-rev" or
     "fwd-rev" (autograd, any model; see :func:`make_hvp`), or "auto": "closed" where it
-    applies, else "rev-rev".
+    applies, else "rev-rev". ``chunk`` (rev-rev): examples per graph when fewer than the
+    batch (:func:`chunked_hvp`).
     """
     if mode not in HVP_MODES:
         raise ValueError(f"hvp={mode!r}; allowed: {HVP_MODES}")
@@ -134,7 +195,10 @@ def hessian_product(m: Members, x: torch.Tensor, y: torch.Tensor, loss: str,
     if mode in ("auto", "closed") and problem is None:
         return mlp_hvp.mlp_hvp(m.net, m.params, m.multipliers, m.prepare(x),
                                _targets(m, y, loss), loss)
-    return make_hvp(m, member_loss_fn(m, x, y, loss), "rev-rev" if mode == "auto" else mode)
+    mode = "rev-rev" if mode == "auto" else mode
+    if mode == "rev-rev" and chunk is not None and chunk < len(x):
+        return chunked_hvp(m, x, y, loss, chunk)
+    return make_hvp(m, member_loss_fn(m, x, y, loss), mode)
 
 
 @dataclass
@@ -177,22 +241,69 @@ def _direction(n: int, seed: int, salt: int, dtype: torch.dtype,
     return (r / r.norm()).to(dtype=dtype, device=device)
 
 
-def _orthogonalize(w: torch.Tensor, basis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """w (K, n) minus its projections on the orthonormal rows of basis (K, j, n), and the
-    result's row norms (K,) float64. One classical Gram-Schmidt pass per row, and a second
-    where the first cancelled more than 1 - 1/sqrt(2) of the row's norm (DGKS: twice is
-    enough)."""
+def _orthogonalize(w: torch.Tensor, basis: torch.Tensor | list[torch.Tensor]
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """w (K, n) minus its projections on the orthonormal rows of basis (K, j, n) (or of a
+    list of such blocks), and the result's row norms (K,) float64. One classical
+    Gram-Schmidt pass per row, and a second where the first cancelled more than
+    1 - 1/sqrt(2) of the row's norm (DGKS: twice is enough)."""
+    blocks = [basis] if torch.is_tensor(basis) else basis
     w = w.clone()
     before = w.norm(dim=1)
-    for b, v in zip(basis, w):
-        v.addmv_(b.T, b.mv(v), alpha=-1.0)
+
+    def project(i: int, v: torch.Tensor) -> None:
+        coefs = [b[i].mv(v) for b in blocks]
+        for b, c in zip(blocks, coefs):
+            v.addmv_(b[i].T, c, alpha=-1.0)
+
+    for i, v in enumerate(w):
+        project(i, v)
     after = w.norm(dim=1)
     again = after < DGKS * before
     if bool(again.any()):
         for i in torch.nonzero(again).flatten().tolist():
-            w[i].addmv_(basis[i].T, basis[i].mv(w[i]), alpha=-1.0)
+            project(i, w[i])
         after = torch.where(again, w.norm(dim=1), after)
     return w, after.double()
+
+
+class Basis:
+    """Lanczos vectors (K, j, n) kept in blocks of ``BLOCK`` columns, so that growing it
+    never copies (the peak is the vectors themselves)."""
+
+    BLOCK = 16
+
+    def __init__(self, k: int, n: int, steps: int, dtype: torch.dtype, device: torch.device):
+        self.k, self.n, self.steps = k, n, steps
+        self.dtype, self.device = dtype, device
+        self.blocks: list[torch.Tensor] = []
+        self.size = 0
+
+    def append(self, q: torch.Tensor) -> None:
+        if self.size == len(self.blocks) * self.BLOCK:
+            cols = min(self.BLOCK, self.steps - self.size)
+            self.blocks.append(torch.empty(self.k, cols, self.n, dtype=self.dtype,
+                                           device=self.device))
+        self.blocks[-1][:, self.size % self.BLOCK] = q
+        self.size += 1
+
+    def column(self, j: int) -> torch.Tensor:
+        return self.blocks[j // self.BLOCK][:, j % self.BLOCK]
+
+    def filled(self) -> list[torch.Tensor]:
+        """The blocks, trimmed to the columns written."""
+        out = []
+        for b, block in enumerate(self.blocks):
+            out.append(block[:, : min(self.BLOCK, self.size - b * self.BLOCK)])
+        return out
+
+    def combine(self, i: int, coords: torch.Tensor) -> torch.Tensor:
+        """coords (j, r) -> the r vectors (r, n) of member i they combine."""
+        out = None
+        for b, block in enumerate(self.filled()):
+            part = coords[b * self.BLOCK: b * self.BLOCK + block.shape[1]].T @ block[i]
+            out = part if out is None else out + part
+        return out
 
 
 def _tridiagonal(alphas: torch.Tensor, betas: torch.Tensor) -> torch.Tensor:
@@ -292,22 +403,18 @@ def _krylov(hvp: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor, k: in
     if locked is not None:
         q, q_norm = _orthogonalize(q, locked)
         q = q / q_norm.to(dtype).clamp_min(tiny).unsqueeze(1)
-    basis = torch.empty(kk, min(steps, 16), n, dtype=dtype, device=device)
+    basis = Basis(kk, n, steps, dtype, device)
     for j in range(steps):
-        if j == basis.shape[1]:
-            grown = torch.empty(kk, min(steps, 2 * j), n, dtype=dtype, device=device)
-            grown[:, :j] = basis
-            basis = grown
-        basis[:, j] = q
+        basis.append(q)
         w = hvp(q).clone()
         hvps += (~done).long()
         a = torch.linalg.vecdot(q, w)
         w.addcmul_(q, a.unsqueeze(1), value=-1.0)
         if j:
-            w.addcmul_(basis[:, j - 1], betas[:, j - 1].to(dtype).unsqueeze(1), value=-1.0)
+            w.addcmul_(basis.column(j - 1), betas[:, j - 1].to(dtype).unsqueeze(1), value=-1.0)
         if locked is not None:
             w, _ = _orthogonalize(w, locked)
-        w, b = _orthogonalize(w, basis[:, : j + 1])
+        w, b = _orthogonalize(w, basis.filled())
         broken = ~(torch.isfinite(a) & torch.isfinite(b)) & ~done
         if broken.any():
             done |= broken
@@ -330,7 +437,7 @@ def _krylov(hvp: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor, k: in
             idx = torch.nonzero(new).flatten()
             spread = s[:, :, -min(k + WARM_EXTRA, j + 1):].sum(-1, keepdim=True)
             coords = torch.cat([top_s, spread], -1).to(dtype)
-            ritz = torch.stack([coords[i].T @ basis[i, : j + 1] for i in idx.tolist()])
+            ritz = torch.stack([basis.combine(i, coords[i]) for i in idx.tolist()])
             warm[idx] = ritz[:, top]
             values[idx, :top] = top_theta[idx]
             residuals[idx, :top] = (res[idx] / top_theta[idx].abs()).nan_to_num(
@@ -346,7 +453,7 @@ def _krylov(hvp: Callable[[torch.Tensor], torch.Tensor], v0: torch.Tensor, k: in
             r = random_direction(n, seed, j, dtype, device).expand(kk, n)
             if locked is not None:
                 r, _ = _orthogonalize(r, locked)
-            r, r_norm = _orthogonalize(r, basis[:, : j + 1])
+            r, r_norm = _orthogonalize(r, basis.filled())
             r = r / r_norm.to(dtype).clamp_min(tiny).unsqueeze(1)
             q = torch.where(breakdown.unsqueeze(1), r, q)
             b = torch.where(breakdown, torch.zeros_like(b), b)
@@ -382,11 +489,14 @@ def start_vectors(m: Members, v0: torch.Tensor | None, seed: int = 0) -> torch.T
 def eigenpairs(model: Any, x: torch.Tensor, y: torch.Tensor, loss: str | None = None,
                k: int = 1, tol: float = 1e-3, max_iter: int = 100, hvp: str = "auto",
                v0: torch.Tensor | None = None, seed: int = 0,
-               preconditioned: bool = False) -> Eigenpairs:
+               preconditioned: bool = False, memory_budget: float | None = None
+               ) -> Eigenpairs:
     """Top-k algebraic eigenpairs of each member's training-loss Hessian H w.r.t. its raw
     parameters on the batch (x, y); see :func:`lanczos` and :func:`start_vectors`.
     With ``preconditioned`` those of D^1/2 H D^1/2, D the optimizer's preconditioner (SGD:
     the per-layer lr scales; Adam: from its second moments; see ``preconditioners``).
+    ``memory_budget`` (GiB, default ``budget.default_budget``): autograd products run on
+    chunks of the batch that fit it beside the Lanczos vectors (:func:`plan_sharpness`).
 
     Takes a Parametrized, an Ensemble or Members; the result keeps the member axis
     (K = 1 for a Parametrized). Pass its ``warm`` as the next call's ``v0``.
@@ -395,7 +505,13 @@ def eigenpairs(model: Any, x: torch.Tensor, y: torch.Tensor, loss: str | None = 
     name = loss or m.loss
     if name is None:
         raise ValueError("pass loss='mse' or 'ce': a Parametrized does not know its loss")
-    product = hessian_product(m, x, y, name, hvp)
+    chunk = None
+    if closed_form_problem(m, name) is not None or hvp not in ("auto", "closed"):
+        xp = m.prepare(x)
+        fp = footprint(m.net, xp[:1], m.dtype, name)
+        chunk = plan_sharpness(fp, m.k, len(xp), max_iter, k,
+                               resolve_budget(memory_budget, m.device))
+    product = hessian_product(m, x, y, name, hvp, chunk)
     if preconditioned:
         root, plain = preconditioner_root(m), product
 
@@ -433,7 +549,8 @@ def undefined_sharpness(m: Members, k: int) -> dict[str, Measurement]:
 def sharpness(model: Any, x: torch.Tensor, y: torch.Tensor, loss: str | None = None,
               k: int = 1, tol: float = 1e-3, max_iter: int = 100, hvp: str = "auto",
               v0: torch.Tensor | None = None,
-              preconditioned: bool = False) -> dict[str, Measurement]:
+              preconditioned: bool = False, memory_budget: float | None = None
+              ) -> dict[str, Measurement]:
     """Top-k largest algebraic eigenvalues of the training-loss Hessian (raw parameters).
 
     ``preconditioned=True`` takes them of D^1/2 H D^1/2 instead, the matrix the optimizer's
@@ -450,7 +567,10 @@ def sharpness(model: Any, x: torch.Tensor, y: torch.Tensor, loss: str | None = N
     ``max_iter`` caps HVPs per member; ``v0`` warm-starts (e.g. previous eigenvectors,
     see :func:`eigenpairs`). ``hvp`` picks the Hessian-vector product (see
     :func:`hessian_product`): "auto" (default; closed form for the MLP family, else
-    "rev-rev"), "closed", "rev-rev" or "fwd-rev".
+    "rev-rev"), "closed", "rev-rev" or "fwd-rev". ``memory_budget`` (GiB; default
+    ``budget.default_budget``): autograd products run on chunks of the batch that fit it
+    beside the max_iter Lanczos vectors; ``MemoryBudgetError`` naming the sizes when the
+    vectors and one example do not fit (then lower ``max_iter`` or raise the budget).
 
     Returns ``sharpness`` (K, k) in loss units per parameter^2 with dims ("eigen",)
     (0 = largest; times D when preconditioned), ``sharpness_residual`` (K, k) relative
@@ -458,5 +578,6 @@ def sharpness(model: Any, x: torch.Tensor, y: torch.Tensor, loss: str | None = N
     1.0 (SGD's D) or 2.0 (Adam's D), dims (); no K axis for a Parametrized.
     """
     m = members(model)
-    pairs = eigenpairs(m, x, y, loss, k, tol, max_iter, hvp, v0, preconditioned=preconditioned)
+    pairs = eigenpairs(m, x, y, loss, k, tol, max_iter, hvp, v0, preconditioned=preconditioned,
+                       memory_budget=memory_budget)
     return public(m, sharpness_measurements(m, pairs, preconditioned))

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from widthscan.measurement import Measurement
+from widthscan.probes.budget import resolve_budget
 from widthscan.probes.features import (
     measure_attention,
     measure_kernels,
@@ -37,15 +38,18 @@ SCHEDULE_KEYS = ("n_log", "n_linear", "first", "every", "steps")
 DEFAULTS: dict[str, dict[str, Any]] = {
     "loss": {"n_log": 30, "n_linear": 11, "chunk": None},
     "logits": {"n_log": 30, "n_linear": 11, "n_examples": None, "n_full": 32, "chunk": None},
-    "kernels": {"n_log": 8, "n_linear": 5, "layers": None, "n_examples": 128, "pool": "mean"},
+    "kernels": {"n_log": 8, "n_linear": 5, "layers": None, "n_examples": 128, "pool": "mean",
+                "memory_budget": None},
     "preactivations": {"n_log": 8, "n_linear": 5, "layers": None, "n_examples": 128,
-                       "bins": 50, "range_std": 5.0},
-    "attention": {"n_log": 8, "n_linear": 5, "example": 0},
+                       "bins": 50, "range_std": 5.0, "memory_budget": None},
+    "attention": {"n_log": 8, "n_linear": 5, "example": 0, "memory_budget": None},
     "sharpness": {"n_log": 5, "n_linear": 3, "k": 1, "tol": 1e-3, "max_iter": 100,
-                  "hvp": "auto", "batch_size": None, "preconditioned": "auto"},
+                  "hvp": "auto", "batch_size": None, "preconditioned": "auto",
+                  "memory_budget": None},
     "entk": {"n_log": 4, "n_linear": 3, "n_examples": 64, "trace": True, "chunk": None,
-             "method": "auto", "weighting": "auto", "memory_budget": None},
+             "method": "auto", "weighting": "auto", "memory_budget": None, "position": None},
 }
+BUDGETED = ("kernels", "preactivations", "attention", "sharpness", "entk")
 DEFAULT_PROBES = ("loss", "logits", "kernels", "preactivations", "sharpness", "entk")
 
 
@@ -76,6 +80,15 @@ def _options(name: str, given: Mapping[str, Any] | None) -> dict[str, Any]:
     if name == "entk" and opts["weighting"] not in ("auto", *WEIGHTINGS):
         raise ValueError(f"probe 'entk' option weighting={opts['weighting']!r}; allowed: "
                          f"{('auto', *WEIGHTINGS)}")
+    if "memory_budget" in opts:
+        try:
+            resolve_budget(opts["memory_budget"], "cpu")
+        except ValueError as err:
+            raise ValueError(f"probe {name!r} option {err}") from None
+    if name == "entk" and opts["position"] is not None and (
+            isinstance(opts["position"], bool) or not isinstance(opts["position"], int)):
+        raise ValueError(f"probe 'entk' option position={opts['position']!r}; allowed: an "
+                         "integer (a sequence position, -1 the last) or unset (all positions)")
     if name == "sharpness" and opts["hvp"] not in HVP_MODES:
         raise ValueError(f"probe 'sharpness' option hvp={opts['hvp']!r}; allowed: {HVP_MODES}")
     return opts
@@ -117,7 +130,10 @@ class ProbeSuite:
     (first examples of the sharpness batch), ``trace``, ``chunk``, ``method``,
     ``example`` (which probe sequence the attention probe reads), ``n_full``,
     ``weighting`` (eNTK: "auto" = "lr" under SGD, "raw" under Adam; see ``ntk``),
-    ``memory_budget`` (GiB, eNTK by Jacobians).
+    ``memory_budget`` (GiB, the most working memory kernels, preactivations, attention,
+    sharpness and eNTK may take; unset: ``budget.default_budget``, 16 GiB on a GPU and
+    half the RAM on the CPU), ``position`` (eNTK of a sequence model: the outputs at
+    this position only, e.g. -1; unset: every position).
     """
 
     def __init__(self, probes: Mapping[str, Mapping[str, Any] | None] | Iterable[str] | None
@@ -173,24 +189,26 @@ class ProbeSuite:
                                            o["n_full"], o["chunk"], out=outputs)
             elif name == "kernels":
                 out[name] = measure_kernels(m, _head(probe_x, o["n_examples"]), o["layers"],
-                                            o["pool"])
+                                            o["pool"], o["memory_budget"])
             elif name == "preactivations":
                 out[name] = self._preactivations(m, _head(probe_x, o["n_examples"]), o)
             elif name == "attention":
-                out[name] = measure_attention(m, probe_x[o["example"]])
+                out[name] = measure_attention(m, probe_x[o["example"]], o["memory_budget"])
             elif name == "sharpness":
                 out[name] = self._sharpness(m, batch_x, batch_y, o)
             elif name == "entk":
                 out[name] = measure_entk(m, _head(probe_x, o["n_examples"]), o["trace"],
                                          o["chunk"], o["method"],
-                                         weighting_for(m, o["weighting"]), o["memory_budget"])
+                                         weighting_for(m, o["weighting"]), o["memory_budget"],
+                                         o["position"])
         return out
 
     def _preactivations(self, m, x: torch.Tensor, o: Mapping[str, Any]
                         ) -> dict[str, Measurement]:
         """Each measurement bins its own values (mean +- range_std std): edges fixed at
         the first call lose what outgrows them (SP's features widen as they train)."""
-        return measure_preactivations(m, x, o["layers"], o["bins"], None, o["range_std"])
+        return measure_preactivations(m, x, o["layers"], o["bins"], None, o["range_std"],
+                                      o["memory_budget"])
 
     def _sharpness(self, m, x: torch.Tensor | None, y: torch.Tensor | None,
                    o: Mapping[str, Any]) -> dict[str, Measurement]:
@@ -204,7 +222,8 @@ class ProbeSuite:
         if pre is None:
             return undefined_sharpness(m, o["k"])
         pairs = eigenpairs(m, _head(x, n), _head(y, n), None, o["k"], o["tol"],
-                           o["max_iter"], o["hvp"], v0, preconditioned=pre)
+                           o["max_iter"], o["hvp"], v0, preconditioned=pre,
+                           memory_budget=o["memory_budget"])
         self._warm = pairs.warm.detach().cpu().unsqueeze(1)
         return sharpness_measurements(m, pairs, pre)
 

@@ -8,7 +8,7 @@ from probes_testlib import SEEDS, gen, mlp
 import widthscan as ws
 import widthscan.probes as probes
 from widthscan.probes import ntk
-from widthscan.probes.budget import GIB, MemoryBudgetError, chunk_for
+from widthscan.probes.budget import GIB, HEADROOM, MemoryBudgetError, chunk_for
 from widthscan.probes.footprint import footprint
 
 
@@ -43,7 +43,8 @@ def test_a_budget_below_one_example_names_the_sizes():
 
 def test_chunk_for_checks_the_budget():
     assert chunk_for(None, 10, 5, "x", "") is None
-    assert chunk_for(1.0, GIB // 3, 5, "x", "") == 3
+    assert chunk_for(1.0, GIB // 3, 5, "x", "") == int(HEADROOM * 3) == 2
+    assert chunk_for(1.0, GIB // 3, 5, "x", "", fixed=GIB // 3) == 1
     assert chunk_for(1.0, 1, 5, "x", "") == 5
     with pytest.raises(ValueError, match="memory_budget"):
         chunk_for(0.0, 1, 5, "x", "")

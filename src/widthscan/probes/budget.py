@@ -4,8 +4,9 @@ A probe's budget (``memory_budget``, GiB) bounds the memory it allocates on top 
 model's own parameters: activations, gradients, Jacobian pieces and its result. Unset, it
 is ``default_budget(device)``: 16 GiB on a GPU (at most 80% of the GPU's memory), half the
 machine's RAM on the CPU. Each probe splits its work (examples, output units, members)
-into the largest chunks whose estimated footprint fits, and raises ``MemoryBudgetError``,
-naming the sizes, when even the smallest chunk does not.
+into the largest chunks whose estimated footprint fits ``HEADROOM`` (90%) of the budget
+(the rest is left to the allocator's overheads), and raises ``MemoryBudgetError``, naming
+the sizes, when even the smallest chunk does not.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ GIB = 2**30
 DEVICE_GIB = 16.0
 DEVICE_FRACTION = 0.8
 RAM_FRACTION = 0.5
+HEADROOM = 0.9
 
 
 class MemoryBudgetError(ValueError):
@@ -59,6 +61,11 @@ def resolve_budget(budget_gib: float | None, device: torch.device | str) -> floa
     return float(budget_gib)
 
 
+def usable(budget_gib: float) -> float:
+    """Bytes the chunk planners fill: ``HEADROOM`` of the budget."""
+    return HEADROOM * budget_gib * GIB
+
+
 def gib(n: float) -> str:
     """Bytes in GiB, MiB or KiB (3 significant digits)."""
     for unit, size in (("GiB", GIB), ("MiB", 2**20)):
@@ -75,7 +82,7 @@ def chunk_for(budget_gib: float | None, bytes_per_item: int, items: int, what: s
     if budget_gib is None:
         return None
     budget = resolve_budget(budget_gib, "cpu")
-    fits = int((budget * GIB - fixed) // max(bytes_per_item, 1))
+    fits = int((usable(budget) - fixed) // max(bytes_per_item, 1))
     if fits < 1:
         raise MemoryBudgetError(
             f"{what} needs {gib(fixed + bytes_per_item)} for the smallest chunk ({sizes}); "
@@ -89,7 +96,7 @@ def grid_chunks(budget_gib: float, fixed: int, per_cell: int, rows: int, cols: i
     ``fixed + r * c * per_cell`` fits ``budget_gib``: all rows and as many columns as fit,
     else one column and as many rows. ``MemoryBudgetError`` naming ``what`` and its
     ``sizes`` when one cell does not fit."""
-    room = budget_gib * GIB - fixed
+    room = usable(budget_gib) - fixed
     if room < per_cell:
         raise MemoryBudgetError(
             f"{what} needs {gib(fixed + per_cell)} for its smallest chunk ({sizes}); "

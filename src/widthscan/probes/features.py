@@ -98,19 +98,26 @@ def preact_layers(net: nn.Module, layers: Sequence[str] | None) -> list[Layer]:
     return [Layer(name, *split(name)) for name in names]
 
 
-def _feature_bytes(m: Members, layers: Sequence[Layer], x1: torch.Tensor, reduce
-                   ) -> tuple[int, int]:
-    """Bytes of one example's captured features, as captured and as reduced (a meta-device
-    forward, nothing allocated)."""
-    twin = meta_copy(m.net, m.dtype)
+def capture_chunks(net: nn.Module, dtype: torch.dtype, k: int, x: torch.Tensor,
+                   layers: Sequence[Layer], reduce, budget_gib: float) -> tuple[int, int]:
+    """Members and examples per chunk of ``_capture`` on ``x`` (P, ...) that fit
+    ``budget_gib``: per member and example its activations and features as captured and
+    as reduced (measured by a meta-device forward of one example, nothing allocated), plus
+    every reduced feature of the result. ``MemoryBudgetError`` naming the sizes when one
+    member on one example does not fit."""
+    fp = footprint(net, x[:1], dtype)
+    twin = meta_copy(net, dtype)
     store: dict[str, torch.Tensor] = {}
-    x = x1.to("meta", dtype=m.dtype if x1.is_floating_point() else x1.dtype)
+    x1 = x[:1].to("meta", dtype=dtype if x.is_floating_point() else x.dtype)
     with torch.no_grad(), capture(twin, layers, store):
-        twin(x)
+        twin(x1)
     raw = sum(t.numel() * t.element_size() for t in store.values())
-    reduced = sum(reduce(layer, store[layer.label]).numel() * m.dtype.itemsize
+    reduced = sum(reduce(layer, store[layer.label]).numel() * fp.itemsize
                   for layer in layers if layer.label in store)
-    return raw, reduced
+    p = x.shape[0]
+    return grid_chunks(budget_gib, k * p * reduced, fp.activations + raw + reduced, k, p,
+                       "feature capture", f"K={k} members x P={p} examples; per member and "
+                       f"example: activations {gib(fp.activations)}, features {gib(raw)}")
 
 
 def _capture(m: Members, layers: Sequence[Layer], x: torch.Tensor, reduce,
@@ -132,12 +139,8 @@ def _capture(m: Members, layers: Sequence[Layer], x: torch.Tensor, reduce,
             raise ValueError(f"layers {missing} did not run in the forward pass")
         return tuple(reduce(layer, store[layer.label]) for layer in layers)
 
-    fp = footprint(m.net, x[:1], m.dtype)
-    raw, reduced = _feature_bytes(m, layers, x[:1], reduce)
-    budget = resolve_budget(memory_budget, m.device)
-    q, pe = grid_chunks(budget, m.k * p * reduced, fp.activations + raw + reduced, m.k, p,
-                        "feature capture", f"K={m.k} members x P={p} examples; per member and "
-                        f"example: activations {gib(fp.activations)}, features {gib(raw)}")
+    q, pe = capture_chunks(m.net, m.dtype, m.k, x, layers, reduce,
+                           resolve_budget(memory_budget, m.device))
     eff = m.effective()
     rows = []
     with torch.no_grad(), m.autocast():
@@ -159,6 +162,28 @@ def pool_features(t: torch.Tensor, pool: str) -> torch.Tensor:
     return t.flatten(2).mean(2)
 
 
+def pooled(pool: str):
+    """The kernel probe's reduction: a layer's features (after its transform) pooled to
+    (P, D) (``pool_features``), in float32 at least."""
+
+    def reduce(layer: Layer, t: torch.Tensor) -> torch.Tensor:
+        if layer.transform is not None:
+            t = layer.transform(t)
+        return pool_features(t.float() if t.dtype == torch.bfloat16 else t, pool)
+
+    return reduce
+
+
+def flat(_layer: Layer, t: torch.Tensor) -> torch.Tensor:
+    """The preactivation probe's reduction: every value of a layer."""
+    return t.reshape(-1)
+
+
+def whole(_layer: Layer, t: torch.Tensor) -> torch.Tensor:
+    """The attention probe's reduction: the probabilities as they are."""
+    return t
+
+
 def measure_kernels(m: Members, x: torch.Tensor, layers: Sequence[str] | None = None,
                     pool: str = "mean", memory_budget: float | None = None
                     ) -> dict[str, Measurement]:
@@ -168,14 +193,8 @@ def measure_kernels(m: Members, x: torch.Tensor, layers: Sequence[str] | None = 
     if pool not in POOLS:
         raise ValueError(f"pool={pool!r}; allowed: {POOLS}")
     specs = kernel_layers(m.net, layers)
-
-    def pooled(layer: Layer, t: torch.Tensor) -> torch.Tensor:
-        if layer.transform is not None:
-            t = layer.transform(t)
-        return pool_features(t.float() if t.dtype == torch.bfloat16 else t, pool)
-
     grams = []
-    for phi in _capture(m, specs, x, pooled, memory_budget):
+    for phi in _capture(m, specs, x, pooled(pool), memory_budget):
         with torch.autocast(phi.device.type, enabled=False):
             grams.append(phi @ phi.transpose(1, 2) / phi.shape[2])
     values = torch.stack(grams, 1)
@@ -244,7 +263,7 @@ def measure_preactivations(m: Members, x: torch.Tensor, layers: Sequence[str] | 
     """
     specs = preact_layers(m.net, layers)
     vals = [v.reshape(v.shape[0], -1)
-            for v in _capture(m, specs, x, lambda _layer, t: t.reshape(-1), memory_budget)]
+            for v in _capture(m, specs, x, flat, memory_budget)]
     if edges is None:
         e = preact_edges(vals, bins, range_std)
     else:
@@ -288,7 +307,7 @@ def measure_attention(m: Members, x: torch.Tensor, memory_budget: float | None =
     if x.shape[0] != 1:
         raise ValueError(f"attention takes one probe sequence, got a batch of {x.shape[0]}")
     specs = attention_layers(m.net)
-    maps = _capture(m, specs, x, lambda _layer, t: t, memory_budget)
+    maps = _capture(m, specs, x, whole, memory_budget)
     maps = [t[:, 0] for t in maps]
     values = torch.stack(maps, 1)
     return {"attention": m.measurement(("layer", "head", "query", "key"), values,

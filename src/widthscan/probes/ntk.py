@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch.func import vjp, vmap
 
 from widthscan.measurement import Measurement
-from widthscan.probes.budget import GIB, MemoryBudgetError, gib, resolve_budget
+from widthscan.probes.budget import MemoryBudgetError, gib, resolve_budget, usable
 from widthscan.probes.footprint import Footprint, Layer, footprint
 from widthscan.probes.hooks import perturb
 from widthscan.probes.members import Members, members, public
@@ -114,24 +114,24 @@ def plan_entk(fp: Footprint, k: int, p: int, c: int, trace: bool, structured: bo
     example and one unit do not fit.
 
     Per member and example: its activations and the layer inputs; per example and output
-    unit: the backward's activation gradients, the output gradients of the structured
-    layers, the Jacobian of the other parameters and one layer's Jacobian (sequence
-    layers, twice); the kernel itself and one block of it.
+    unit: the backward's activation gradients (twice the activations), the output
+    gradients of the structured layers, the Jacobian of the other parameters (twice) and
+    one layer's Jacobian (sequence layers, twice); the kernel itself and one block of it.
     """
     item = fp.itemsize
     layers = fp.layers.values() if structured else ()
     rest = fp.rest(structured)
     per_example = fp.activations + item * sum(la.positions * la.fan_in for la in layers)
     widest = max((la.fan_in * la.fan_out for la in layers if la.positions > 1), default=0)
-    per_unit = fp.activations + item * (sum(la.positions * la.fan_out for la in layers)
-                                        + rest + 2 * widest)
+    per_unit = 2 * fp.activations + item * (sum(la.positions * la.fan_out for la in layers)
+                                            + 2 * rest + 2 * widest)
     result = item * k * p * p * (1 if trace else c * c)
 
     def need(pe: int, cu: int) -> int:
         copies = 1 if pe >= p else 2
         return 2 * result + k * copies * pe * (per_example + cu * per_unit)
 
-    budget = budget_gib * GIB
+    budget = usable(budget_gib)
     if chunk:
         pe = min(int(chunk), p)
     elif need(p, 1) <= budget:
@@ -220,21 +220,27 @@ def _gram(fa: tuple, fb: tuple, layers: dict[str, Layer], scale: dict[str, float
             else:
                 add(w * torch.einsum("kijst,kicso,kjdto->kijcd", aa, g1, g2))
         else:
-            j1 = torch.einsum("kicso,kisf->kicof", g1, a1).flatten(3)
-            j2 = j1 if fb is fa else torch.einsum("kicso,kisf->kicof", g2, a2).flatten(3)
-            add(w * torch.einsum("kicn,kjcn->kij" if trace else "kicn,kjdn->kijcd", j1, j2))
+            j1 = torch.einsum("kicso,kisf->kicof", g1, a1)
+            j2 = j1 if fb is fa else torch.einsum("kicso,kisf->kicof", g2, a2)
+            add(w * _jacobian_gram(j1, j2, trace))
             del j1, j2
         if len(la.params) == 2:
             spec = "kico,kjco->kij" if trace else "kico,kjdo->kijcd"
             add(scale[la.params[1]] * torch.einsum(spec, g1.sum(3), g2.sum(3)))
     for name in ra:
-        r1 = ra[name].flatten(3) if ra[name].ndim > 3 else ra[name].reshape(
-            *ra[name].shape[:3], -1)
-        r2 = rb[name].flatten(3) if rb[name].ndim > 3 else rb[name].reshape(
-            *rb[name].shape[:3], -1)
-        add(scale[name] * torch.einsum("kicn,kjcn->kij" if trace else "kicn,kjdn->kijcd",
-                                       r1, r2))
+        add(scale[name] * _jacobian_gram(ra[name], rb[name], trace))
     return block
+
+
+def _jacobian_gram(j1: torch.Tensor, j2: torch.Tensor, trace: bool) -> torch.Tensor:
+    """sum_n J1[k, i, c, n] J2[k, j, c', n] of Jacobians (K, p, c, ...): (K, pa, pb) summed
+    over c = c' (``trace``), else (K, pa, pb, ca, cb); one batched matmul, no copies."""
+    k, pa, ca = j1.shape[:3]
+    pb, cb = j2.shape[1:3]
+    if trace:
+        return j1.reshape(k, pa, -1) @ j2.reshape(k, pb, -1).transpose(1, 2)
+    out = j1.reshape(k, pa * ca, -1) @ j2.reshape(k, pb * cb, -1).transpose(1, 2)
+    return out.reshape(k, pa, ca, pb, cb).permute(0, 1, 3, 2, 4)
 
 
 def chunked_entk(m: Members, x: torch.Tensor, trace: bool, weights: dict[str, float],

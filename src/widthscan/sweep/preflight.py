@@ -254,8 +254,35 @@ def check_sweep(cfg: SweepConfig, allow_import: Iterable[str] = ()) -> Preflight
             f"{report.memory.describe()} but {cfg.train.device} has "
             f"{size(report.available)}; allowed: narrower widths, fewer seeds or a "
             f"smaller train.batch_size (train.check_memory = false skips this check)"])
+    problems = probe_budget_problems(cfg, factory, task.spec, x, local)
+    if problems:
+        raise config_error(problems)
     return report
 
 
+def probe_budget_problems(cfg: SweepConfig, factory, spec, x: torch.Tensor,
+                          local: bool = True) -> list[str]:
+    """The budgeted probes (kernels, preactivations, attention, sharpness, eNTK) planned at
+    the widest width on the meta device (``widthscan.probes.plans``): one line per probe
+    whose smallest chunk exceeds its ``memory_budget``."""
+    from widthscan.parametrization.roles import build_meta
+    from widthscan.probes.plans import budget_problems
+    from widthscan.probes.suite import BUDGETED
+    from widthscan.sweep.plan import loss_name, resolve_device
+
+    probes = {n: p.options for n, p in cfg.probes.items() if n in BUDGETED}
+    if not probes:
+        return []
+    if local:
+        device = resolve_device(cfg.train.device)
+    else:
+        device = torch.device("cpu" if cfg.train.device == "cpu" else "cuda")
+    dtype = torch.float64 if cfg.train.precision == "float64" else torch.float32
+    net = build_meta(factory, max(cfg.widths))
+    return budget_problems(probes, net, x, len(cfg.seed_list), dtype, loss_name(cfg, spec),
+                           device, cfg.task.probe_examples, cfg.train.batch_size,
+                           cfg.train.precision == "bfloat16")
+
+
 __all__ = ["ConfigError", "MemoryEstimate", "Preflight", "check_sweep", "device_problem",
-           "estimate_memory"]
+           "estimate_memory", "probe_budget_problems"]

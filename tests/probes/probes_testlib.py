@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
+from torch.func import jacrev
 
 import widthscan as ws
 
@@ -60,3 +62,18 @@ def dense_fn(p: ws.parametrization.Parametrized, x: torch.Tensor):
         return ws.parametrization.scaled_call(p.net, raw, p.multipliers, (x,))
 
     return fn
+
+
+def dense_entk(p: ws.parametrization.Parametrized, x: torch.Tensor, weighting: str = "lr",
+               position: int | None = None) -> torch.Tensor:
+    """(P, P, C, C) from the dense raw-parameter Jacobian (``torch.func.jacrev`` of the flat
+    parameters), each parameter's column weighted by its lr scale (``weighting="lr"``) or
+    not; ``position`` keeps the outputs at that sequence position."""
+    flat, names, shapes = flat_params(p)
+    fn = dense_fn(p, x)
+    jac = jacrev(lambda v: fn(v) if position is None else fn(v)[:, position])(flat)
+    jac = jac.reshape(x.shape[0], -1, flat.numel())
+    scale = [p.lr_scale[n] if weighting == "lr" else 1.0 for n in names]
+    d = torch.cat([torch.full((int(np.prod(s)),), v, dtype=flat.dtype)
+                   for v, s in zip(scale, shapes)])
+    return torch.einsum("acn,n,bdn->abcd", jac, d, jac)

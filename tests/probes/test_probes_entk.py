@@ -3,9 +3,8 @@
 import numpy as np
 import pytest
 import torch
-from probes_testlib import SEEDS, dense_fn, flat_params, gen, mlp
+from probes_testlib import SEEDS, dense_entk, gen, mlp
 from torch import nn
-from torch.func import jacrev
 
 import widthscan as ws
 import widthscan.probes as probes
@@ -13,17 +12,6 @@ import widthscan.probes as probes
 
 def linear_bias(width: int) -> nn.Module:
     return nn.Linear(width, 3)
-
-
-def dense_entk(p, x, weighting: str = "lr") -> torch.Tensor:
-    """(P, P, C, C) from the dense raw-parameter Jacobian, each parameter's column weighted
-    by its lr scale (``weighting="lr"``) or not."""
-    flat, names, shapes = flat_params(p)
-    jac = jacrev(dense_fn(p, x))(flat)
-    scale = [p.lr_scale[n] if weighting == "lr" else 1.0 for n in names]
-    d = torch.cat([torch.full((int(np.prod(s)),), v, dtype=flat.dtype)
-                   for v, s in zip(scale, shapes)])
-    return torch.einsum("acn,n,bdn->abcd", jac, d, jac)
 
 
 @pytest.mark.parametrize("method", ["structured", "jacobian"])

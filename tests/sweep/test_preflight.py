@@ -105,3 +105,28 @@ def test_a_tracker_whose_package_is_missing_is_refused(monkeypatch):
                         lambda name, *a: None if name == "wandb" else real(name, *a))
     with pytest.raises(ConfigError, match=r"tracker.kind: 'wandb' needs the package 'wandb'"):
         check_sweep(loads_config(CONFIG + '[tracker]\nkind = "wandb"\n'))
+
+
+@pytest.mark.parametrize("probe, options, message", [
+    ("entk", "memory_budget = 1e-9",
+     r"eNTK needs .*K=3 members, P=32 examples, C=1 outputs, n=2689 parameters"),
+    ("sharpness", 'hvp = "rev-rev", memory_budget = 1e-5',
+     r"sharpness needs .*K=3 members, n=2689 parameters"),
+    ("kernels", "memory_budget = 1e-9", r"feature capture needs .*K=3 members x P=32"),
+])
+def test_a_probe_over_its_memory_budget_fails_before_training(probe, options, message):
+    """Planned at the widest width (48: 2689 parameters) on the meta device."""
+    assert mlp_params(5, 48, 1, 3) == 2689
+    cfg = loads_config(CONFIG + f"[probes.{probe}]\noptions = {{ {options} }}\n")
+    with pytest.raises(ConfigError, match=rf"probes\.{probe}\.options\.memory_budget: "
+                                          rf"{message}"):
+        check_sweep(cfg)
+    roomy = options.replace("1e-9", "1.0").replace("1e-5", "1.0")
+    check_sweep(loads_config(CONFIG + f"[probes.{probe}]\noptions = {{ {roomy} }}\n"))
+
+
+def test_a_budget_that_is_not_a_positive_number_is_refused():
+    cfg = CONFIG + "[probes.entk]\noptions = { memory_budget = -2 }\n"
+    with pytest.raises(ConfigError, match=r"probes\.entk\.options\.memory_budget: -2 is not "
+                                          r"allowed; allowed: a number > 0"):
+        check_sweep(loads_config(cfg))

@@ -91,11 +91,6 @@ def n_outputs(shape: tuple[int, ...], position: int | None) -> int:
     return math.prod(shape[1:])
 
 
-def _select(out: torch.Tensor, position: int | None) -> torch.Tensor:
-    """(1, ...) outputs of one example -> its kernel's output units (C,)."""
-    return (out if position is None else out[:, position]).reshape(-1)
-
-
 @dataclass(frozen=True)
 class Plan:
     """Chunks of one eNTK call: ``examples`` and output ``units`` at a time, and the
@@ -159,30 +154,36 @@ def _features(m: Members, x: torch.Tensor, units: torch.Tensor, n_out: int,
               layers: dict[str, Layer], rest: list[str], position: int | None
               ) -> tuple[dict, dict, dict]:
     """Per member and example of ``x`` (p, ...), for output units ``units`` (c,): inputs of
-    the structured ``layers`` (K, p, 1, ..., fan_in), gradients of the units with respect
-    to their outputs (K, p, c, 1, ..., fan_out), and with respect to the effective ``rest``
-    parameters (K, p, c, ...)."""
+    the structured ``layers`` (K, p, [1,] ..., fan_in), gradients of the units with respect
+    to their outputs (K, p, c, [1,] ..., fan_out), and with respect to the effective
+    ``rest`` parameters (K, p, c, ...). Without ``rest`` parameters the examples run as
+    one batch (they must not interact), else one at a time under ``vmap``."""
     cot = torch.zeros(len(units), n_out, dtype=m.dtype, device=m.device)
     cot[torch.arange(len(units)), units] = 1.0
 
-    def one(eff: dict[str, torch.Tensor], xs: torch.Tensor):
+    def pulled(eff: dict[str, torch.Tensor], xs: torch.Tensor, shape0: int,
+               cotangents: torch.Tensor):
         others = {n: eff[n] for n in rest}
+        deltas = {n: torch.zeros((shape0, *la.out_shape[1:]), dtype=m.dtype, device=m.device)
+                  for n, la in layers.items()}
 
-        def example(x1: torch.Tensor):
-            deltas = {n: torch.zeros(la.out_shape, dtype=m.dtype, device=m.device)
-                      for n, la in layers.items()}
+        def f(ds: dict[str, torch.Tensor], rs: dict[str, torch.Tensor]):
+            inputs: dict[str, torch.Tensor] = {}
+            with perturb(m.net, ds, inputs):
+                out = m.call({**eff, **rs}, xs)
+            return (out if position is None else out[:, position]).reshape(-1), inputs
 
-            def f(ds: dict[str, torch.Tensor], rs: dict[str, torch.Tensor]):
-                inputs: dict[str, torch.Tensor] = {}
-                with perturb(m.net, ds, inputs):
-                    out = m.call({**eff, **rs}, x1.unsqueeze(0))
-                return _select(out, position), inputs
+        _, pullback, inputs = vjp(f, deltas, others, has_aux=True)
+        grads, rest_grads = vmap(pullback)(cotangents)
+        return inputs, grads, rest_grads
 
-            _, pullback, inputs = vjp(f, deltas, others, has_aux=True)
-            grads, rest_grads = vmap(pullback)(cot)
-            return inputs, grads, rest_grads
-
-        return vmap(example)(xs)
+    def one(eff: dict[str, torch.Tensor], xs: torch.Tensor):
+        if not rest:
+            p = xs.shape[0]
+            every = cot[:, None, :].expand(len(units), p, n_out).reshape(len(units), -1)
+            inputs, grads, _ = pulled(eff, xs, p, every)
+            return inputs, {n: g.movedim(0, 1) for n, g in grads.items()}, {}
+        return vmap(lambda x1: pulled(eff, x1.unsqueeze(0), 1, cot))(xs)
 
     with torch.no_grad():
         return m.map(one, m.effective(), x)

@@ -130,7 +130,7 @@ def test_sharpness_in_chunks_is_the_whole_batch(monkeypatch):
     whole = probes.sharpness(ens, x, y, k=2, memory_budget=BIG)["sharpness"].values
     fp = footprint(ens.net, x[:1], torch.float64, "ce")
     fixed = 8 * 2 * fp.n_params * (100 + 2 + 8) + 2 * fp.hessian_fixed
-    budget = (fixed + 2 * 2 * (fp.hessian + fp.activations)) / 0.9 / GIB
+    budget = (fixed + 2 * 2 * (fp.hessian + 3 * fp.activations)) / 0.9 / GIB
     chunks = spy(monkeypatch, hessian, "plan_sharpness")
     parts = probes.sharpness(ens, x, y, k=2, memory_budget=budget)["sharpness"].values
     assert chunks == [2]
@@ -192,7 +192,7 @@ def peak_bytes(budget_gib: float) -> int:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_maxrss in KiB on Linux")
 def test_a_chunked_call_peaks_under_its_budget_where_the_whole_call_does_not():
     """Width-32 transformer, 8 sequences of 16 tokens, 256 outputs each, per-example
-    Jacobians of all 14k parameters: about 0.35 GiB at once, in chunks under 0.1 GiB."""
+    Jacobians of all 14k parameters: 0.25-0.4 GiB at once, in chunks under 0.1 GiB."""
     budget = 0.1
     chunked, whole = peak_bytes(budget), peak_bytes(BIG)
-    assert chunked < budget * GIB < 3 * budget * GIB < whole, (chunked / GIB, whole / GIB)
+    assert chunked < budget * GIB < whole / 2, (chunked / GIB, whole / GIB)

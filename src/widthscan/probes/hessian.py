@@ -164,11 +164,13 @@ def plan_sharpness(fp: Footprint, k: int, batch: int, max_iter: int, eigen: int,
                    budget_gib: float) -> int:
     """Examples per Hessian-vector-product chunk that fit ``budget_gib`` with the Lanczos
     vectors (``max_iter`` + ``eigen`` + 8 of K x n numbers: the basis, locked pairs and
-    work vectors) and the Hessian graph's parameter-sized part; ``MemoryBudgetError``
+    work vectors) and the Hessian graph's parameter-sized part; per example the graph and
+    the double backward's transients (three times the forward's activations, measured on
+    the width-1024 transformer: ``benchmarks/probes_scale.py``). ``MemoryBudgetError``
     naming the sizes when one example does not fit."""
     item, n = fp.itemsize, fp.n_params
     vectors = item * k * n * (min(max_iter, n) + eigen + 8)
-    per_example = k * (fp.hessian + fp.activations)
+    per_example = k * (fp.hessian + 3 * fp.activations)
     sizes = (f"K={k} members, n={n} parameters, {min(max_iter, n) + eigen + 8} vectors of "
              f"{gib(item * k * n)} for Lanczos (max_iter={max_iter}), batch of {batch} "
              f"examples, Hessian graph {gib(fp.hessian)} per example and member")

@@ -111,7 +111,9 @@ def plan_entk(fp: Footprint, k: int, p: int, c: int, trace: bool, structured: bo
     Per member and example: its activations and the layer inputs; per example and output
     unit: the backward's activation gradients (twice the activations), the output
     gradients of the structured layers, the Jacobian of the other parameters (twice) and
-    one layer's Jacobian (sequence layers, twice); the kernel itself and one block of it.
+    the widest layer's Jacobian (layers on sequences); the kernel itself and one block of
+    it; everything per chunk twice when the examples take several chunks (two chunks'
+    features are held at once). Measured peaks are below this (``benchmarks/README.md``).
     """
     item = fp.itemsize
     layers = fp.layers.values() if structured else ()
@@ -119,7 +121,7 @@ def plan_entk(fp: Footprint, k: int, p: int, c: int, trace: bool, structured: bo
     per_example = fp.activations + item * sum(la.positions * la.fan_in for la in layers)
     widest = max((la.fan_in * la.fan_out for la in layers if la.positions > 1), default=0)
     per_unit = 2 * fp.activations + item * (sum(la.positions * la.fan_out for la in layers)
-                                            + 2 * rest + 2 * widest)
+                                            + 2 * rest + widest)
     result = item * k * p * p * (1 if trace else c * c)
 
     def need(pe: int, cu: int) -> int:

@@ -17,7 +17,7 @@ from probes_testlib import SEEDS, dense_entk, gen, transformer
 
 import widthscan as ws
 import widthscan.probes as probes
-from widthscan.probes import features, hessian, ntk
+from widthscan.probes import features, hessian, ntk, plans
 from widthscan.probes.budget import GIB, MemoryBudgetError, grid_chunks
 from widthscan.probes.footprint import footprint
 from widthscan.probes.hessian import chunked_hvp, make_hvp, member_loss_fn
@@ -196,3 +196,27 @@ def test_a_chunked_call_peaks_under_its_budget_where_the_whole_call_does_not():
     budget = 0.1
     chunked, whole = peak_bytes(budget), peak_bytes(BIG)
     assert chunked < budget * GIB < whole / 2, (chunked / GIB, whole / GIB)
+
+
+def test_the_issue_sizes_plan_under_16_gib():
+    """Planned on the meta device (nothing allocated): widthscan's transformer at width 1024
+    (seq 128, vocab 256) with 64 probe sequences fits 16 GiB for all four probes with one
+    member; the eNTK of the width-128 transformer on 8 sequences over all 32768 outputs,
+    whose whole Jacobian alone is 8 x 32768 x n x 4 bytes > 32 GiB, too. With four members
+    sharpness' 100 Lanczos vectors alone (4 x 25.8M parameters each) exceed it, and the
+    error says so."""
+    x1 = torch.zeros(1, 128, dtype=torch.long)
+    with torch.device("meta"):
+        wide = ws.models.transformer(1024)
+        narrow = ws.models.transformer(128)
+    for name in ("attention", "kernels", "sharpness", "entk"):
+        plans.plan_probe(name, {"memory_budget": 16.0}, wide, x1, 1, torch.float32, "ce",
+                         "cpu", 64, 64)
+    n = sum(p.numel() for p in narrow.parameters())
+    assert 8 * 32768 * n * 4 > 32 * GIB
+    plans.plan_probe("entk", {"memory_budget": 16.0, "n_examples": 8}, narrow, x1, 1,
+                     torch.float32, "ce", "cpu", 8, 8)
+    with pytest.raises(MemoryBudgetError, match=r"sharpness needs .*K=4 members, n=25848064 "
+                                                r"parameters, 109 vectors"):
+        plans.plan_probe("sharpness", {"memory_budget": 16.0}, wide, x1, 4, torch.float32,
+                         "ce", "cpu", 64, 64)

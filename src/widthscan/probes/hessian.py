@@ -135,26 +135,27 @@ def chunked_hvp(m: Members, x: torch.Tensor, y: torch.Tensor, loss: str, chunk: 
         counts = [float(y[i:i + chunk].numel()) for i in starts]
     total = max(sum(counts), 1.0)
 
+    def part(v: torch.Tensor, i: int, weight: float) -> torch.Tensor:
+        """One chunk's product; its graph dies on return."""
+        leaves = {n: p.detach().requires_grad_(True) for n, p in m.params.items()}
+        inputs = list(leaves.values())
+        with torch.enable_grad():
+            value = (member_losses(m.apply(leaves, x[i:i + chunk]), y[i:i + chunk], loss)
+                     * weight).sum()
+            grads = torch.autograd.grad(value, inputs, create_graph=True, allow_unused=True)
+            live = [j for j, g in enumerate(grads) if g is not None and g.requires_grad]
+            parts = torch.split(v, flat.sizes, dim=1)
+            hv = torch.autograd.grad([grads[j] for j in live], inputs,
+                                     grad_outputs=[parts[j].reshape(grads[j].shape)
+                                                   for j in live], allow_unused=True)
+        return flat.flatten([torch.zeros_like(p) if h is None else h
+                             for h, p in zip(hv, inputs)])
+
     def product(v: torch.Tensor) -> torch.Tensor:
         out = torch.zeros_like(v)
         for i, count in zip(starts, counts):
-            if count == 0:
-                continue
-            leaves = {n: p.detach().requires_grad_(True) for n, p in m.params.items()}
-            inputs = list(leaves.values())
-            with torch.enable_grad():
-                value = (member_losses(m.apply(leaves, x[i:i + chunk]), y[i:i + chunk], loss)
-                         * (count / total)).sum()
-                grads = torch.autograd.grad(value, inputs, create_graph=True,
-                                            allow_unused=True)
-                live = [j for j, g in enumerate(grads) if g is not None and g.requires_grad]
-                parts = torch.split(v, flat.sizes, dim=1)
-                hv = torch.autograd.grad([grads[j] for j in live], inputs,
-                                         grad_outputs=[parts[j].reshape(grads[j].shape)
-                                                       for j in live], allow_unused=True)
-            out += flat.flatten([torch.zeros_like(p) if h is None else h
-                                 for h, p in zip(hv, inputs)])
-            del leaves, inputs, grads, hv
+            if count:
+                out += part(v, i, count / total)
         return out
 
     return product

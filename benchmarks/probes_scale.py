@@ -5,8 +5,8 @@ width 1024 (2 layers, 4 heads, vocabulary 256, the text task's sequence length 1
     python benchmarks/probes_scale.py [--budget 16] [--members 1] [--entk-units 8]
                                       [--max-iter 3] [--probes attention kernels ...]
 
-Each probe runs in a fresh process so that its peak resident memory (``ru_maxrss``) is
-its own; the table gives the chunks the probe's planner chose, its estimate of the
+Each probe runs in a fresh process so that its peak resident memory (``VmHWM``) is its
+own; the table gives the chunks the probe's planner chose, its estimate of the
 working memory, the peak RSS (and its growth over the process after the model and data
 were built) and the wall time. Two probes are cut short to keep the run in minutes on a
 CPU, with the same chunks as the full call: the eNTK runs ``--entk-units`` of its output
@@ -65,7 +65,13 @@ def data() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """Peak resident bytes of this process: VmHWM (``ru_maxrss`` would start at the
+    parent's peak after fork)."""
+    try:
+        with open("/proc/self/status") as f:
+            return 1024 * next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def child(probe: str, budget: float, members: int, units: int, max_iter: int,

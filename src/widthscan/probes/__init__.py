@@ -15,11 +15,16 @@ global RNG and never change parameters or their ``.grad``.
     suite = ws.probes.ProbeSuite({"loss": {}, "sharpness": {"k": 1}}, total_steps=1000)
     suite.measure(suite.due(step), ens, step, xp, yp, xb, yb)  # probe -> var -> Measurement
 
+Kernels, preactivations, attention, sharpness and the eNTK take ``memory_budget`` (GiB of
+working memory; default ``budget.default_budget``) and run in chunks that fit it, or raise
+``MemoryBudgetError`` naming the sizes (see ``budget``).
+
 Variables beyond the data model's list: ``target_logit`` (sequence models: the correct
 token's logit at each predicted position) and ``sharpness_residual`` (relative Ritz
 residuals, an accuracy bound for ``sharpness``).
 """
 
+from widthscan.probes.budget import MemoryBudgetError, default_budget
 from widthscan.probes.features import attention, kernels, preactivations
 from widthscan.probes.hessian import Eigenpairs, eigenpairs, lanczos, sharpness
 from widthscan.probes.members import Members, members
@@ -33,8 +38,10 @@ __all__ = [
     "DEFAULT_PROBES",
     "Eigenpairs",
     "Members",
+    "MemoryBudgetError",
     "ProbeSuite",
     "attention",
+    "default_budget",
     "eigenpairs",
     "entk",
     "kernels",

@@ -142,14 +142,10 @@ def plan_entk(fp: Footprint, k: int, p: int, c: int, trace: bool, structured: bo
             f"parameters per member ({rest} outside structured layers), activations "
             f"{gib(fp.activations)} per example, kernel {gib(result)}, {item}-byte numbers); "
             f"memory_budget={budget_gib:g} GiB")
-    cu = 1
-    while cu < c and need(pe, min(c, 2 * cu)) <= budget:
-        cu = min(c, 2 * cu)
-    lo, hi = cu, min(c, 2 * cu)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if need(pe, mid) <= budget else (lo, mid - 1)
-    return Plan(pe, lo, need(pe, lo))
+    copies = 1 if pe >= p else 2
+    room = budget - 2 * result - k * copies * pe * per_example
+    cu = max(1, min(c, int(room // (k * copies * pe * max(per_unit, 1)))))
+    return Plan(pe, cu, need(pe, cu))
 
 
 def _features(m: Members, x: torch.Tensor, units: torch.Tensor, n_out: int,

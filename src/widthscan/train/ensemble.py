@@ -17,10 +17,10 @@ import torch
 from torch import nn
 
 from widthscan.parametrization import param_groups, parametrize
-from widthscan.stack.core import MEASURED, PRECISIONS, STACKING, Stack
+from widthscan.stack.core import _CHOSEN, MEASURED, PRECISIONS, STACKING, Stack
 from widthscan.train.schedules import make_schedule
 
-__all__ = ["MEASURED", "PRECISIONS", "STACKING", "Ensemble"]
+__all__ = ["MEASURED", "PRECISIONS", "STACKING", "_CHOSEN", "Ensemble"]
 
 
 def _fused(groups: list[dict]) -> dict:
@@ -150,6 +150,11 @@ class Ensemble:
     def backend(self):
         """The batched backend found for the network (``widthscan.stack.backends``), or None."""
         return self.stack.backend
+
+    @property
+    def _plan(self):
+        """The backend's plan for the network (``stack.plan``)."""
+        return self.stack.plan
 
     @property
     def stacking(self) -> str:

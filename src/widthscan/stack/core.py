@@ -107,6 +107,8 @@ class Stack:
     def of(cls, models: Sequence[Parametrized], **options: Any) -> Stack:
         """The stacked copy of ``models`` (one network at one width, K seeds), with leaves
         (K, ...) that require grad; the network itself moves to the meta device."""
+        if not models:
+            raise ValueError("models must hold at least one Parametrized member")
         first = models[0]
         names = [n for n, _ in first.net.named_parameters()]
         own = [dict(m.net.named_parameters()) for m in models]

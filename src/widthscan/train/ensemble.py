@@ -58,6 +58,9 @@ class Ensemble:
     others measured on the first batch (cached per network, shapes and device in this
     process; ``timings`` holds the measurement). The strategy in use is saved in
     ``state_dict`` and kept by ``load_state_dict``, so a resumed run stays bit-identical.
+
+    The members (parameters, buffers, multipliers, backend, strategy, ``apply``) are
+    ``self.stack``, a ``widthscan.stack.Stack``: the object every probe takes.
     """
 
     def __init__(

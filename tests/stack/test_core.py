@@ -85,7 +85,11 @@ def test_a_single_model_is_a_core_of_one(family):
                                    rtol=1e-10, atol=1e-12)
 
 
-def regression(steps):
+def batches(family, steps):
+    """(x, y) pairs: regression for the chains, next-token prediction for the transformer."""
+    if family == "transformer":
+        xs = [torch.randint(0, 11, (4, 6), generator=gen(10 + i)) for i in range(steps)]
+        return [(x, torch.roll(x, -1, 1)) for x in xs]
     return [(torch.randn(8, 6, generator=gen(10 + i), dtype=torch.float64),
              torch.randn(8, 3, generator=gen(20 + i), dtype=torch.float64)) for i in range(steps)]
 
@@ -100,19 +104,20 @@ def probe_all(model, x, y):
     return {name: np.asarray(m.values) for name, m in out.items()}
 
 
-@pytest.mark.parametrize("family", ["mlp", "sequential"])
+@pytest.mark.parametrize("family", ["mlp", "sequential", "transformer"])
 def test_the_probe_view_is_the_ensembles_own_core_after_training(family):
     """A view taken before training sees every step: probes on it equal probes on a core built
     independently from the trained stacked parameters, and differ from the initial ones."""
     factory, width, base, _ = FAMILIES[family]
+    loss = "ce" if family == "transformer" else "mse"
     ens = ws.Ensemble(factory, width, base, "mup", "sgd", SEEDS, 0.2, momentum=0.9,
-                      precision="float64")
+                      precision="float64", loss=loss)
     view = members(ens)
     assert view is ens.stack and view.params is ens.params and view.net is ens.net
     assert view.torch_optimizer is ens.optimizer and view.lr_scales == ens.lr_scale
-    x, y = regression(1)[0]
+    x, y = batches(family, 1)[0]
     before = probe_all(ens, x, y)
-    for xb, yb in regression(3):
+    for xb, yb in batches(family, 4)[1:]:
         ens.step(xb, yb)
     independent = Stack(ens.net, {n: p.detach().clone() for n, p in ens.params.items()},
                         ens.buffers, ens.multipliers, loss=ens.loss, precision="float64",

@@ -22,7 +22,6 @@ from widthscan.probes.budget import chunk_for, gib, resolve_budget
 from widthscan.probes.footprint import Footprint, footprint
 from widthscan.probes.members import Members, members, public
 from widthscan.probes.preconditioners import CODES, kind, preconditioner_root
-from widthscan.stack import mlp_hvp
 from widthscan.stack.losses import IGNORE_INDEX, LOSSES, member_losses
 
 HVP_MODES = ("auto", "closed", "rev-rev", "fwd-rev")
@@ -108,10 +107,12 @@ def make_hvp(m: Members, loss_fn: Callable[[Mapping[str, torch.Tensor]], torch.T
 
 
 def closed_form_problem(m: Members, loss: str) -> str | None:
-    """Why the closed-form HVP (``mlp_hvp``) cannot serve ``m``, or None when it can."""
-    if not mlp_hvp.supports(m.net, m.dtype):
-        return (f"hvp='closed' needs widthscan's MLP in float32/float64; this model is "
-                f"{type(m.net).__name__} in {m.dtype}")
+    """Why the closed-form HVP (the backend's "hvp", ``mlp_hvp``) cannot serve ``m``, or None
+    when it can."""
+    if not m.provides("hvp") or m.dtype not in (torch.float32, torch.float64):
+        return (f"hvp='closed' needs a linear chain (widthscan's MLP or an nn.Sequential of "
+                f"Linear layers) in float32/float64; this model is {type(m.net).__name__} "
+                f"in {m.dtype}")
     if m.precision == "bfloat16":
         return "hvp='closed' computes in the parameters' dtype; these members train in bfloat16"
     if loss not in LOSSES:
@@ -196,8 +197,7 @@ def hessian_product(m: Members, x: torch.Tensor, y: torch.Tensor, loss: str,
     if mode == "closed" and problem is not None:
         raise ValueError(problem + "; use hvp='auto' or 'rev-rev'")
     if mode in ("auto", "closed") and problem is None:
-        return mlp_hvp.mlp_hvp(m.net, m.params, m.multipliers, m.prepare(x),
-                               _targets(m, y, loss), loss)
+        return m.hvp(m.prepare(x), _targets(m, y, loss), loss)
     mode = "rev-rev" if mode == "auto" else mode
     if mode == "rev-rev" and chunk is not None and chunk < len(x):
         return chunked_hvp(m, x, y, loss, chunk)

@@ -27,7 +27,7 @@ from widthscan.probes.footprint import footprint
 from widthscan.probes.hessian import plan_sharpness
 from widthscan.probes.ntk import n_outputs, plan_entk
 from widthscan.probes.suite import BUDGETED, DEFAULTS
-from widthscan.stack import mlp_hvp
+from widthscan.stack import backends
 from widthscan.stack.losses import LOSSES
 
 
@@ -53,8 +53,11 @@ def plan_probe(name: str, options: Mapping[str, Any], net: nn.Module, x1: torch.
     elif name == "attention":
         capture_chunks(net, dtype, k, x1[:1], attention_layers(net), whole, budget)
     elif name == "sharpness":
-        closed = (o["hvp"] in ("auto", "closed") and mlp_hvp.supports(net, dtype)
-                  and not bfloat16 and loss in LOSSES)
+        found = backends.find(net, dict(net.named_buffers()))
+        closed = (o["hvp"] in ("auto", "closed") and found is not None
+                  and "hvp" in found[0].provides(found[1], net)
+                  and dtype in (torch.float32, torch.float64) and not bfloat16
+                  and loss in LOSSES)
         if not closed:
             fp = footprint(net, x1, dtype, loss)
             plan_sharpness(fp, k, min(o["batch_size"] or batch_size, batch_size),

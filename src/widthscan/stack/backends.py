@@ -7,6 +7,10 @@ outputs (K, batch, ...) of raw stacked ``params``; ``accepts(plan, x)`` says whe
 this input. ``provides`` names the extras: "backward" (a hand-written backward,
 ``widthscan.stack.mlp_backprop``), "hvp" (closed-form Hessian-vector products,
 ``widthscan.stack.mlp_hvp``, for widthscan's MLP).
+
+Built in: "chain" (widthscan's MLP, an nn.Sequential of Linear layers and one activation),
+"transformer" (widthscan's Transformer: batched matmuls, ``scaled_dot_product_attention``),
+"resnet" (widthscan's ResNet18: members as groups of grouped convolutions).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from widthscan.models import transformer_stacked
+from widthscan.models import resnet_stacked, transformer_stacked
 from widthscan.models.chain import chain_of, forward_stacked
 from widthscan.models.mlp import MLP
 from widthscan.parametrization import scale_params
@@ -71,5 +75,14 @@ register(Backend(
     forward=lambda plan, net, params, buffers, mult, x, fused: transformer_stacked.forward_stacked(
         net, scale_params(params, mult), buffers, x, fused),
     accepts=lambda plan, x: x.dim() == 2 and not x.is_floating_point(),
+    provides=lambda plan, net: frozenset(),
+))
+
+register(Backend(
+    name="resnet",
+    recognize=lambda net, buffers: net if resnet_stacked.supports(net) else None,
+    forward=lambda plan, net, params, buffers, mult, x, fused: resnet_stacked.forward_stacked(
+        net, scale_params(params, mult), x),
+    accepts=resnet_stacked.accepts,
     provides=lambda plan, net: frozenset(),
 ))

@@ -4,7 +4,8 @@ For each family (mlp, sequential = a user's nn.Sequential MLP, resnet18, transfo
 small_transformer = 2 layers, d_model 64, the issue's CPU case) x
 width x precision, times K seeds trained three ways on the same pre-made batches: a plain
 per-seed torch loop, the functorch "model ensembling" recipe (``stack_module_state`` +
-``vmap(grad)`` + SGD by hand), and ``ws.Ensemble`` (stacking "auto"); prints seconds,
+``vmap(grad)`` + SGD by hand), and ``ws.Ensemble`` (stacking "auto", or each of
+``--stackings``, one row each); prints seconds,
 speed-ups, samples/s over all members and the Ensemble's share of the device's matmul peak
 (FLOPs of one member's step counted by ``torch.utils.flop_counter``, peak measured in this
 run for the same precision). Then the data path's share of an Ensemble step in
@@ -172,9 +173,10 @@ def functorch_recipe(fam: dict, width: int, k: int, data: list, device: torch.de
 
 
 def ensemble(fam: dict, width: int, k: int, data: list, device: torch.device,
-             precision: str) -> tuple[Callable[[], None], ws.Ensemble]:
+             precision: str, stacking: str = "auto") -> tuple[Callable[[], None], ws.Ensemble]:
     ens = ws.Ensemble(fam["factory"], width, fam["base"], "mup", "sgd", list(range(k)), 0.01,
-                      momentum=0.9, loss=fam["loss"], device=device, precision=precision)
+                      momentum=0.9, loss=fam["loss"], device=device, precision=precision,
+                      stacking=stacking)
 
     def go() -> None:
         for x, y in data:
@@ -217,10 +219,19 @@ def perf(args: argparse.Namespace, device: torch.device) -> None:
                     except Exception as err:
                         print(f"<!-- functorch recipe failed: {type(err).__name__}: {err} -->")
                         recipe = None
-                    ens_go, ens = ensemble(fam, width, k, data, device, precision)
-                    ens_go()
+                    runs = {}
+                    for stacking in args.stackings:
+                        try:
+                            runs[stacking] = ensemble(fam, width, k, data, device, precision,
+                                                      stacking)
+                        except ValueError as err:  # no batched backend for this family
+                            print(f"<!-- stacking {stacking}: {err} -->")
+                    for ens_go, _ in runs.values():
+                        ens_go()
+                    fns = [("loop", loop), ("recipe", recipe)]
+                    fns += [(s, go) for s, (go, _) in runs.items()]
                     for _ in range(args.repeats):  # interleaved: all see the same load
-                        for key, fn in (("loop", loop), ("recipe", recipe), ("ens", ens_go)):
+                        for key, fn in fns:
                             if fn is not None:
                                 row.setdefault(key, []).append(
                                     median_time(fn, device, 1))
@@ -230,11 +241,15 @@ def perf(args: argparse.Namespace, device: torch.device) -> None:
                     continue
                 t = {key: statistics.median(v) for key, v in row.items()}
                 t_rec = t.get("recipe", float("nan"))
-                samples = k * fam["batch"] * len(data) / t["ens"]
-                print(f"| {name} | {width} | {k} | {precision} | {t['loop']:.4f} | {t_rec:.4f} "
-                      f"| {t['ens']:.4f} | {t['loop'] / t['ens']:.2f}x | {t_rec / t['ens']:.2f}x "
-                      f"| {ens.stacking} | {samples:.0f} "
-                      f"| {100 * flops / t['ens'] / peaks[precision]:.0f}% |", flush=True)
+                for stacking, (_, ens) in runs.items():
+                    t_ens = t[stacking]
+                    samples = k * fam["batch"] * len(data) / t_ens
+                    strategy = (ens.stacking if stacking == ens.stacking
+                                else f"{stacking}: {ens.stacking}")
+                    print(f"| {name} | {width} | {k} | {precision} | {t['loop']:.4f} "
+                          f"| {t_rec:.4f} | {t_ens:.4f} | {t['loop'] / t_ens:.2f}x "
+                          f"| {t_rec / t_ens:.2f}x | {strategy} | {samples:.0f} "
+                          f"| {100 * flops / t_ens / peaks[precision]:.0f}% |", flush=True)
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
 
@@ -277,8 +292,7 @@ def data_share(args: argparse.Namespace, device: torch.device) -> None:
         for _ in range(args.repeats):
             for key in times:
                 ens = ws.Ensemble(factory, width, fam["base"], "mup", "sgd", [0, 1, 2, 3],
-                                  0.01, loss=spec.loss, device=device, stacking="vmap"
-                                  if name == "resnet18" else "auto")
+                                  0.01, loss=spec.loss, device=device)
                 ens.step(*premade[0])
                 ens.step_count = 0
                 source = (lambda t, p=premade: p[t]) if key == "premade" else batch_at
@@ -357,6 +371,9 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=None, help="seeds (default 8 for MLPs, else 4)")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--stackings", nargs="+", default=["auto"],
+                    choices=["auto", "batched", "vmap", "loop"],
+                    help="Ensemble strategies timed side by side, one row each (default auto)")
     ap.add_argument("--sweep-source", default="digits",
                     help="synthetic_vision source of the sweep (the issue used fashion_mnist)")
     args = ap.parse_args()

@@ -172,3 +172,40 @@ def test_probes_through_the_backend_equal_the_generic_path():
         torch.testing.assert_close(torch.as_tensor(got["batched"][name].values),
                                    torch.as_tensor(got["vmap"][name].values),
                                    rtol=1e-8, atol=1e-12)
+
+
+@pytest.fixture
+def channels_last(monkeypatch):
+    """The opt-in NHWC backend in place of the default, for this test only."""
+    monkeypatch.setattr(backends, "BACKENDS", dict(backends.BACKENDS))
+    backends.register(backends.resnet_backend(channels_last=True))
+    assert list(backends.BACKENDS)[-1] == "resnet"
+    layouts = []
+    forward = resnet_stacked.forward_stacked
+
+    def spy(net, eff, x, channels_last=False):
+        layouts.append(channels_last)
+        return forward(net, eff, x, channels_last)
+
+    monkeypatch.setattr(resnet_stacked, "forward_stacked", spy)
+    return layouts
+
+
+def test_channels_last_members_equal_each_member_alone_and_train_like_vmap(channels_last):
+    x = images()
+    ens = ws.Ensemble(resnet, 8, 4, "mup", "sgd", SEEDS, precision="float64",
+                      stacking="batched")
+    out = ens(x)
+    for k, seed in enumerate(SEEDS):
+        member = ws.parametrize(resnet, 8, 4, "mup", "sgd", seed=seed, dtype=torch.float64)
+        torch.testing.assert_close(out[k], member.module(x), rtol=1e-10, atol=1e-12)
+    runs = {}
+    for stacking in ("batched", "vmap"):
+        ens = ws.Ensemble(resnet, 8, 4, "mup", "sgd", SEEDS, 0.05, momentum=0.9, loss="ce",
+                          precision="float64", stacking=stacking)
+        runs[stacking] = torch.stack([ens.step(x.double(), y) for x, y in data(4)])
+        runs[f"{stacking} params"] = torch.cat([p.flatten() for p in ens.params.values()])
+    torch.testing.assert_close(runs["batched"], runs["vmap"], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(runs["batched params"], runs["vmap params"], rtol=1e-10,
+                               atol=1e-12)
+    assert channels_last and all(channels_last)

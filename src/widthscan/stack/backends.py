@@ -78,11 +78,20 @@ register(Backend(
     provides=lambda plan, net: frozenset(),
 ))
 
-register(Backend(
-    name="resnet",
-    recognize=lambda net, buffers: net if resnet_stacked.supports(net) else None,
-    forward=lambda plan, net, params, buffers, mult, x, fused: resnet_stacked.forward_stacked(
-        net, scale_params(params, mult), x),
-    accepts=resnet_stacked.accepts,
-    provides=lambda plan, net: frozenset(),
-))
+
+def resnet_backend(channels_last: bool = False) -> Backend:
+    """widthscan's ResNet18 with the members as groups of grouped convolutions.
+    ``channels_last``: the convolutions on NHWC memory (equal up to rounding; faster on
+    the CPUs measured in benchmarks/README.md). Opt in with
+    ``register(resnet_backend(channels_last=True))``, which replaces the default."""
+    return Backend(
+        name="resnet",
+        recognize=lambda net, buffers: net if resnet_stacked.supports(net) else None,
+        forward=lambda plan, net, params, buffers, mult, x, fused: (
+            resnet_stacked.forward_stacked(net, scale_params(params, mult), x, channels_last)),
+        accepts=resnet_stacked.accepts,
+        provides=lambda plan, net: frozenset(),
+    )
+
+
+register(resnet_backend())

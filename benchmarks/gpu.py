@@ -16,6 +16,8 @@ time of the issue's sweep (resnet18 on synthetic_vision, widths 16-128, mup + sp
     python benchmarks/gpu.py                     # everything, on cuda
     python benchmarks/gpu.py --parts perf --families transformer --precisions bfloat16
     python benchmarks/gpu.py --device cpu --smoke  # tiny shapes, seconds (tests run this)
+    python benchmarks/gpu.py --parts perf --families resnet18 --stackings auto batched vmap \
+        --channels-last                          # several strategies; NHWC ResNet backend
 
 Every number comes from this process; ratios are medians of interleaved repeats.
 """
@@ -37,6 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import widthscan as ws
 import widthscan.tasks as ws_tasks
+from widthscan.stack import backends
 from widthscan.train.loop import train_loop
 
 
@@ -229,7 +232,7 @@ def perf(args: argparse.Namespace, device: torch.device) -> None:
                     for ens_go, _ in runs.values():
                         ens_go()
                     fns = [("loop", loop), ("recipe", recipe)]
-                    fns += [(s, go) for s, (go, _) in runs.items()]
+                    fns += [(f"ens {s}", go) for s, (go, _) in runs.items()]
                     for _ in range(args.repeats):  # interleaved: all see the same load
                         for key, fn in fns:
                             if fn is not None:
@@ -242,7 +245,7 @@ def perf(args: argparse.Namespace, device: torch.device) -> None:
                 t = {key: statistics.median(v) for key, v in row.items()}
                 t_rec = t.get("recipe", float("nan"))
                 for stacking, (_, ens) in runs.items():
-                    t_ens = t[stacking]
+                    t_ens = t[f"ens {stacking}"]
                     samples = k * fam["batch"] * len(data) / t_ens
                     strategy = (ens.stacking if stacking == ens.stacking
                                 else f"{stacking}: {ens.stacking}")
@@ -371,6 +374,8 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=None, help="seeds (default 8 for MLPs, else 4)")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--channels-last", action="store_true",
+                    help="the ResNet backend on NHWC memory (resnet_backend(channels_last=True))")
     ap.add_argument("--stackings", nargs="+", default=["auto"],
                     choices=["auto", "batched", "vmap", "loop"],
                     help="Ensemble strategies timed side by side, one row each (default auto)")
@@ -386,6 +391,9 @@ def main() -> None:
         print(f"device: {torch.cuda.get_device_name(device)}; torch {torch.__version__}")
     else:
         print(f"device: cpu, {torch.get_num_threads()} threads; torch {torch.__version__}")
+    if args.channels_last:
+        backends.register(backends.resnet_backend(channels_last=True))
+        print("resnet backend: channels_last")
     parts = {"perf": perf, "data": data_share, "sweep": sweep}
     for part in args.parts:
         parts[part](args, device)

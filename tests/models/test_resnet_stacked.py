@@ -42,7 +42,7 @@ def images(n=5, seed=0):
 
 
 @pytest.mark.parametrize("factory", [resnet, variant])
-@pytest.mark.parametrize("param", ["mup", "sp", "ntp"])
+@pytest.mark.parametrize("param", ["mup", "sp", "ntp", "mf"])
 def test_stacked_forward_equals_each_member_alone(factory, param):
     ens = ws.Ensemble(factory, 8, 4, param, "sgd", SEEDS, precision="float64",
                       stacking="batched")

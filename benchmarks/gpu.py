@@ -4,7 +4,8 @@ For each family (mlp, sequential = a user's nn.Sequential MLP, resnet18, transfo
 small_transformer = 2 layers, d_model 64, the issue's CPU case) x
 width x precision, times K seeds trained three ways on the same pre-made batches: a plain
 per-seed torch loop, the functorch "model ensembling" recipe (``stack_module_state`` +
-``vmap(grad)`` + SGD by hand), and ``ws.Ensemble`` (stacking "auto"); prints seconds,
+``vmap(grad)`` + SGD by hand), and ``ws.Ensemble`` (stacking "auto", or each of
+``--stackings``, one row each); prints seconds,
 speed-ups, samples/s over all members and the Ensemble's share of the device's matmul peak
 (FLOPs of one member's step counted by ``torch.utils.flop_counter``, peak measured in this
 run for the same precision), the loop's share, and the ceiling: the loop's time over the time
@@ -17,6 +18,8 @@ prefetched), and the wall time of the issue's sweep (resnet18 on synthetic_visio
     python benchmarks/gpu.py                     # everything, on cuda
     python benchmarks/gpu.py --parts perf --families transformer --precisions bfloat16
     python benchmarks/gpu.py --device cpu --smoke  # tiny shapes, seconds (tests run this)
+    python benchmarks/gpu.py --parts perf --families resnet18 --stackings auto batched vmap \
+        --channels-last                          # several strategies; NHWC ResNet backend
 
 Every number comes from this process; ratios are medians of interleaved repeats.
 """
@@ -38,6 +41,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import widthscan as ws
 import widthscan.tasks as ws_tasks
+from widthscan.stack import backends
 from widthscan.train.loop import train_loop
 
 
@@ -174,9 +178,10 @@ def functorch_recipe(fam: dict, width: int, k: int, data: list, device: torch.de
 
 
 def ensemble(fam: dict, width: int, k: int, data: list, device: torch.device,
-             precision: str) -> tuple[Callable[[], None], ws.Ensemble]:
+             precision: str, stacking: str = "auto") -> tuple[Callable[[], None], ws.Ensemble]:
     ens = ws.Ensemble(fam["factory"], width, fam["base"], "mup", "sgd", list(range(k)), 0.01,
-                      momentum=0.9, loss=fam["loss"], device=device, precision=precision)
+                      momentum=0.9, loss=fam["loss"], device=device, precision=precision,
+                      stacking=stacking)
 
     def go() -> None:
         for x, y in data:
@@ -220,10 +225,19 @@ def perf(args: argparse.Namespace, device: torch.device) -> None:
                     except Exception as err:
                         print(f"<!-- functorch recipe failed: {type(err).__name__}: {err} -->")
                         recipe = None
-                    ens_go, ens = ensemble(fam, width, k, data, device, precision)
-                    ens_go()
+                    runs = {}
+                    for stacking in args.stackings:
+                        try:
+                            runs[stacking] = ensemble(fam, width, k, data, device, precision,
+                                                      stacking)
+                        except ValueError as err:  # no batched backend for this family
+                            print(f"<!-- stacking {stacking}: {err} -->")
+                    for ens_go, _ in runs.values():
+                        ens_go()
+                    fns = [("loop", loop), ("recipe", recipe)]
+                    fns += [(f"ens {s}", go) for s, (go, _) in runs.items()]
                     for _ in range(args.repeats):  # interleaved: all see the same load
-                        for key, fn in (("loop", loop), ("recipe", recipe), ("ens", ens_go)):
+                        for key, fn in fns:
                             if fn is not None:
                                 row.setdefault(key, []).append(
                                     median_time(fn, device, 1))
@@ -233,13 +247,17 @@ def perf(args: argparse.Namespace, device: torch.device) -> None:
                     continue
                 t = {key: statistics.median(v) for key, v in row.items()}
                 t_rec = t.get("recipe", float("nan"))
-                samples = k * fam["batch"] * len(data) / t["ens"]
-                print(f"| {name} | {width} | {k} | {precision} | {t['loop']:.4f} | {t_rec:.4f} "
-                      f"| {t['ens']:.4f} | {t['loop'] / t['ens']:.2f}x | {t_rec / t['ens']:.2f}x "
-                      f"| {ens.stacking} | {samples:.0f} "
-                      f"| {100 * flops / t['ens'] / peaks[precision]:.0f}% "
-                      f"| {100 * flops / t['loop'] / peaks[precision]:.0f}% "
-                      f"| {t['loop'] * peaks[precision] / flops:.2f}x |", flush=True)
+                for stacking, (_, ens) in runs.items():
+                    t_ens = t[f"ens {stacking}"]
+                    samples = k * fam["batch"] * len(data) / t_ens
+                    strategy = (ens.stacking if stacking == ens.stacking
+                                else f"{stacking}: {ens.stacking}")
+                    print(f"| {name} | {width} | {k} | {precision} | {t['loop']:.4f} "
+                          f"| {t_rec:.4f} | {t_ens:.4f} | {t['loop'] / t_ens:.2f}x "
+                          f"| {t_rec / t_ens:.2f}x | {strategy} | {samples:.0f} "
+                          f"| {100 * flops / t_ens / peaks[precision]:.0f}% "
+                          f"| {100 * flops / t['loop'] / peaks[precision]:.0f}% "
+                          f"| {t['loop'] * peaks[precision] / flops:.2f}x |", flush=True)
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
 
@@ -282,8 +300,7 @@ def data_share(args: argparse.Namespace, device: torch.device) -> None:
         for _ in range(args.repeats):
             for key in times:
                 ens = ws.Ensemble(factory, width, fam["base"], "mup", "sgd", [0, 1, 2, 3],
-                                  0.01, loss=spec.loss, device=device, stacking="vmap"
-                                  if name == "resnet18" else "auto")
+                                  0.01, loss=spec.loss, device=device)
                 ens.step(*premade[0])
                 ens.step_count = 0
                 source = (lambda t, p=premade: p[t]) if key == "premade" else batch_at
@@ -362,6 +379,11 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=None, help="seeds (default 8 for MLPs, else 4)")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--channels-last", action="store_true",
+                    help="the ResNet backend on NHWC memory (resnet_backend(channels_last=True))")
+    ap.add_argument("--stackings", nargs="+", default=["auto"],
+                    choices=["auto", "batched", "vmap", "loop"],
+                    help="Ensemble strategies timed side by side, one row each (default auto)")
     ap.add_argument("--sweep-source", default="digits",
                     help="synthetic_vision source of the sweep (the issue used fashion_mnist)")
     args = ap.parse_args()
@@ -374,6 +396,9 @@ def main() -> None:
         print(f"device: {torch.cuda.get_device_name(device)}; torch {torch.__version__}")
     else:
         print(f"device: cpu, {torch.get_num_threads()} threads; torch {torch.__version__}")
+    if args.channels_last:
+        backends.register(backends.resnet_backend(channels_last=True))
+        print("resnet backend: channels_last")
     parts = {"perf": perf, "data": data_share, "sweep": sweep}
     for part in args.parts:
         parts[part](args, device)

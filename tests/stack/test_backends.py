@@ -31,7 +31,7 @@ def stacked_affine(plan, net, params, buffers, multipliers, x, fused):
      "chain", {"backward", "hvp"}),
     (ws.models.transformer(8, vocab_size=5, seq_len=4, n_layers=1, n_heads=2), "transformer",
      set()),
-    (ws.models.resnet18(4, blocks=(1, 1, 1, 1)), None, None),
+    (ws.models.resnet18(4, blocks=(1, 1, 1, 1)), "resnet", set()),
     (Affine(4), None, None),
 ])
 def test_registry_recognizes_each_family(net, name, provides):

@@ -44,7 +44,7 @@ FAMILIES = {
                    lambda g, x: torch.randint(0, 3, (8,), generator=g)),
 }
 STRATEGIES = {"mlp": ("batched", "vmap", "loop"), "sequential": ("batched", "vmap", "loop"),
-              "resnet18": ("vmap", "loop"), "transformer": ("batched", "vmap", "loop")}
+              "resnet18": ("batched", "vmap", "loop"), "transformer": ("batched", "vmap", "loop")}
 CASES = [(f, s) for f in FAMILIES for s in STRATEGIES[f]]
 
 

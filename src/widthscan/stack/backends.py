@@ -7,6 +7,10 @@ outputs (K, batch, ...) of raw stacked ``params``; ``accepts(plan, x)`` says whe
 this input. ``provides`` names the extras: "backward" (a hand-written backward,
 ``widthscan.stack.mlp_backprop``), "hvp" (closed-form Hessian-vector products,
 ``widthscan.stack.mlp_hvp``, for a linear chain).
+
+Built in: "chain" (widthscan's MLP, an nn.Sequential of Linear layers and one activation),
+"transformer" (widthscan's Transformer: batched matmuls, ``scaled_dot_product_attention``),
+"resnet" (widthscan's ResNet18: members as groups of grouped convolutions).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from widthscan.models import transformer_stacked
+from widthscan.models import resnet_stacked, transformer_stacked
 from widthscan.models.chain import chain_of, forward_stacked
 from widthscan.parametrization import scale_params
 
@@ -70,3 +74,21 @@ register(Backend(
     accepts=lambda plan, x: x.dim() == 2 and not x.is_floating_point(),
     provides=lambda plan, net: frozenset(),
 ))
+
+
+def resnet_backend(channels_last: bool = False) -> Backend:
+    """widthscan's ResNet18 with the members as groups of grouped convolutions.
+    ``channels_last``: the convolutions on NHWC memory (equal up to rounding; faster on
+    the CPUs measured in benchmarks/README.md). Opt in with
+    ``register(resnet_backend(channels_last=True))``, which replaces the default."""
+    return Backend(
+        name="resnet",
+        recognize=lambda net, buffers: net if resnet_stacked.supports(net) else None,
+        forward=lambda plan, net, params, buffers, mult, x, fused: (
+            resnet_stacked.forward_stacked(net, scale_params(params, mult), x, channels_last)),
+        accepts=resnet_stacked.accepts,
+        provides=lambda plan, net: frozenset(),
+    )
+
+
+register(resnet_backend())

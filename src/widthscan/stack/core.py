@@ -7,7 +7,8 @@ forward multipliers, learning-rate scales and precision come from the parameteri
 equal to K separate forward passes up to rounding:
 
 * "batched": the network's batched backend (``widthscan.stack.backends``: weights
-  (K, out, in), one batched matmul per layer), found in the registry;
+  (K, out, in), one batched matmul per layer; grouped convolutions for the ResNet), found
+  in the registry;
 * "vmap": ``torch.func.vmap`` of a functional call over members;
 * "loop": the members one after another.
 
@@ -86,7 +87,8 @@ class Stack:
                                          else self.backend.provides(self.plan, net))
         if stacking == "batched" and self.backend is None:
             raise ValueError("stacking='batched' needs a batched backend (widthscan.stack: "
-                             "widthscan's Transformer, or a linear chain: widthscan's MLP or an "
+                             "widthscan's Transformer or ResNet18, or a linear chain: "
+                             "widthscan's MLP or an "
                              "nn.Sequential of Linear layers and one activation, no buffers); "
                              f"allowed for {type(net).__name__}: 'auto', 'vmap', 'loop'")
         self.requested = stacking

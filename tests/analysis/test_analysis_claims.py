@@ -1,16 +1,15 @@
-"""Verdicts of ``widthscan reproduce`` on planted Datasets: the paper's claims must PASS
-where the planted data has the claimed width dependence, FAIL where it has the opposite,
-and be INCONCLUSIVE where the data cannot decide."""
+"""Verdicts of the paper's claims (``widthscan.analysis.claims``) on planted Datasets: a
+claim must PASS where the planted data has the claimed width dependence, FAIL where it has
+the opposite, and be INCONCLUSIVE where the data cannot decide."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from reproduce_data import WIDTHS, kernels, logits, losses, power_curves
 
-from widthscan.analysis.dims import sample_dims
-from widthscan.sweep.reproduce import (
-    EXPERIMENTS,
+from claims_data import WIDTHS, kernels, logits, losses, power_curves
+from widthscan.analysis.claims import (
+    CLAIM_SETS,
     FAIL,
     INCONCLUSIVE,
     PASS,
@@ -20,6 +19,7 @@ from widthscan.sweep.reproduce import (
     evaluate_claim,
     stats,
 )
+from widthscan.analysis.dims import sample_dims
 
 
 @pytest.fixture(autouse=True)
@@ -28,7 +28,7 @@ def few_bootstrap_draws(monkeypatch):
 
 
 def claim(experiment: str, claim_id: str) -> Claim:
-    found = [c for c in EXPERIMENTS[experiment].claims if c.id == claim_id]
+    found = [c for c in CLAIM_SETS[experiment].claims if c.id == claim_id]
     assert found, f"{experiment} has no claim {claim_id}"
     return found[0]
 
@@ -146,6 +146,17 @@ def test_remaining_ensemble_gain_matches_the_closed_form():
     # so the share of the gain left after 4 of M = 6 members is (1/4 - 1/6) / (1 - 1/6) = 0.1
     ds = logits(decay=0.0, seeds=tuple(range(6)), n_ex=400, n_out=1)
     ds["targets"] = ds["targets"].expand_dims(output=1, axis=-1)
+    est = stats.ensemble_size_stat("remaining_gain", "mse", n_boot=0)(ds)
+    assert est.value == pytest.approx(0.1, abs=0.04)
+
+
+def test_remaining_ensemble_gain_pools_the_widths():
+    # one width whose members agree (no ensembling gain) does not make the statistic
+    # undecidable, and the pooled share stays the closed form of the others
+    ds = logits(decay=0.0, seeds=tuple(range(6)), n_ex=400, n_out=1)
+    ds["targets"] = ds["targets"].expand_dims(output=1, axis=-1)
+    first = ds["logits"].isel(width=0)
+    ds["logits"][dict(width=0)] = first.isel(seed=0).broadcast_like(first)
     est = stats.ensemble_size_stat("remaining_gain", "mse", n_boot=0)(ds)
     assert est.value == pytest.approx(0.1, abs=0.04)
 

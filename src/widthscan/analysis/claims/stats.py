@@ -19,8 +19,8 @@ import scipy.stats
 import xarray as xr
 
 from widthscan import analysis
+from widthscan.analysis.claims.verdicts import CI, Estimate, Undecidable
 from widthscan.analysis.dims import layer_dim, sample_dims
-from widthscan.sweep.reproduce.spec import CI, Estimate, Undecidable
 
 N_BOOT = 100
 MIN_WIDTHS = 4

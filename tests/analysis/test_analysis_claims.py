@@ -183,6 +183,20 @@ def test_spectral_claims():
     assert est.value == pytest.approx(0.0, abs=1e-9)  # rotations keep the spectrum
 
 
+def test_alignment_counts_task_power_beyond_the_top_ten_modes():
+    # the target lies in eigenvector 12 of 16 at the widest width and is rotated toward the
+    # slowest mode at narrower ones: the top 10 modes hold none of it at any width, yet the
+    # narrower kernels put it in slower modes (the cumulative power C(k) rises later)
+    deep = kernels(np.array([0.9, 0.6, 0.3, 0.1, 0.0]), mode=12)
+    assert verdict("spectral", "alignment", deep) == PASS
+    est = stats.spectral_stat("alignment_gap", param="ntp", n_boot=0, top=None)(deep)
+    c_narrow = np.r_[np.zeros(12), np.full(3, np.cos(0.9) ** 2), 1.0]
+    c_wide = np.r_[np.zeros(12), np.ones(4)]
+    assert est.value == pytest.approx(np.mean(c_wide - c_narrow), abs=1e-9)
+    top10 = stats.spectral_stat("alignment_gap", param="ntp", n_boot=0, top=10)(deep)
+    assert top10.value == pytest.approx(0.0, abs=1e-9)
+
+
 def test_sharpness_claims():
     steps = np.arange(10)
     rising = 1.0 + 3.0 * (1 - np.exp(-steps / 2.0))

@@ -7,10 +7,12 @@ per-seed torch loop, the functorch "model ensembling" recipe (``stack_module_sta
 ``vmap(grad)`` + SGD by hand), and ``ws.Ensemble`` (stacking "auto"); prints seconds,
 speed-ups, samples/s over all members and the Ensemble's share of the device's matmul peak
 (FLOPs of one member's step counted by ``torch.utils.flop_counter``, peak measured in this
-run for the same precision). Then the data path's share of an Ensemble step in
-``train_loop`` (batches from the family's task, made inline and prefetched), and the wall
-time of the issue's sweep (resnet18 on synthetic_vision, widths 16-128, mup + sp, 4 seeds,
-400 steps, probes loss/logits/kernels).
+run for the same precision), the loop's share, and the ceiling: the loop's time over the time
+its FLOPs take at that peak, the most any stacking can gain (counted FLOPs are the matmuls;
+elementwise work is not free, so the real bound is lower). Then the data path's share of an
+Ensemble step in ``train_loop`` (batches from the family's task, made inline and
+prefetched), and the wall time of the issue's sweep (resnet18 on synthetic_vision, widths
+16-128, mup + sp, 4 seeds, 400 steps, probes loss/logits/kernels).
 
     python benchmarks/gpu.py                     # everything, on cuda
     python benchmarks/gpu.py --parts perf --families transformer --precisions bfloat16
@@ -198,8 +200,9 @@ def perf(args: argparse.Namespace, device: torch.device) -> None:
         peaks[precision] = matmul_peak(device, dtype, n)
         print(f"matmul peak {precision}: {peaks[precision] / 1e12:.2f} TFLOP/s", flush=True)
     print("\n| family | width | K | precision | per-seed loop (s) | functorch (s) | Ensemble (s) "
-          "| vs loop | vs functorch | strategy | samples/s | % of matmul peak |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| vs loop | vs functorch | strategy | samples/s | % of matmul peak | loop % of peak "
+          "| ceiling vs loop |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     g = torch.Generator().manual_seed(0)
     for name in args.families:
         fam = family(name, args.smoke)
@@ -234,7 +237,9 @@ def perf(args: argparse.Namespace, device: torch.device) -> None:
                 print(f"| {name} | {width} | {k} | {precision} | {t['loop']:.4f} | {t_rec:.4f} "
                       f"| {t['ens']:.4f} | {t['loop'] / t['ens']:.2f}x | {t_rec / t['ens']:.2f}x "
                       f"| {ens.stacking} | {samples:.0f} "
-                      f"| {100 * flops / t['ens'] / peaks[precision]:.0f}% |", flush=True)
+                      f"| {100 * flops / t['ens'] / peaks[precision]:.0f}% "
+                      f"| {100 * flops / t['loop'] / peaks[precision]:.0f}% "
+                      f"| {t['loop'] * peaks[precision] / flops:.2f}x |", flush=True)
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
 

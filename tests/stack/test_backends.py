@@ -28,7 +28,7 @@ def stacked_affine(plan, net, params, buffers, multipliers, x, fused):
 @pytest.mark.parametrize(("net", "name", "provides"), [
     (ws.models.mlp(8), "chain", {"backward", "hvp"}),
     (torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1)),
-     "chain", {"backward"}),
+     "chain", {"backward", "hvp"}),
     (ws.models.transformer(8, vocab_size=5, seq_len=4, n_layers=1, n_heads=2), "transformer",
      set()),
     (ws.models.resnet18(4, blocks=(1, 1, 1, 1)), None, None),

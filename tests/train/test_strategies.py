@@ -5,7 +5,7 @@ import torch
 
 import widthscan as ws
 from widthscan.models.chain import chain_of
-from widthscan.train import ensemble as ensemble_module
+from widthscan.stack import core as core_module
 
 SEEDS = [0, 1, 2]
 
@@ -52,22 +52,22 @@ def test_linear_chains_are_recognized_and_nothing_else(net, expected):
 
 
 def test_auto_measures_a_generic_module_and_a_resume_keeps_its_choice(monkeypatch):
-    monkeypatch.setattr(ensemble_module, "_CHOSEN", {})
+    monkeypatch.setattr(core_module, "_CHOSEN", {})
     data = regression(6)
     ens = ws.Ensemble(Residual, 8, 4, "mup", "adam", SEEDS, 1e-3)
     assert ens.stacking == "auto"
     ens.step(*data[0])
-    assert ens.stacking in ensemble_module.MEASURED
-    assert set(ens.timings) == set(ensemble_module.MEASURED)
-    other = next(s for s in ensemble_module.MEASURED if s != ens.stacking)
+    assert ens.stacking in core_module.MEASURED
+    assert set(ens.timings) == set(core_module.MEASURED)
+    other = next(s for s in core_module.MEASURED if s != ens.stacking)
     straight = ws.Ensemble(Residual, 8, 4, "mup", "adam", SEEDS, 1e-3, stacking=ens.stacking)
     for x, y in data:
         straight.step(x, y)
     for x, y in data[1:3]:
         ens.step(x, y)
     state = ens.state_dict()
-    ensemble_module._CHOSEN.clear()
-    monkeypatch.setattr(ensemble_module, "MEASURED", (other,))
+    core_module._CHOSEN.clear()
+    monkeypatch.setattr(core_module, "MEASURED", (other,))
     resumed = ws.Ensemble(Residual, 8, 4, "mup", "adam", SEEDS, 1e-3)
     resumed.load_state_dict(state)
     assert resumed.stacking == ens.stacking
@@ -83,12 +83,12 @@ def test_batched_needs_a_batched_backend():
 
 
 def test_auto_measures_the_transformer_backend_too(monkeypatch):
-    monkeypatch.setattr(ensemble_module, "_CHOSEN", {})
+    monkeypatch.setattr(core_module, "_CHOSEN", {})
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 11, (4, 6), generator=g)
     ens = ws.Ensemble(transformer, 8, 4, "mup", "adam", SEEDS, 1e-3, loss="ce")
     ens.step(x, torch.roll(x, -1, 1))
-    assert set(ens.timings) == {"batched", *ensemble_module.MEASURED}
+    assert set(ens.timings) == {"batched", *core_module.MEASURED}
     assert ens.stacking == min(ens.timings, key=ens.timings.get)
 
 
@@ -99,8 +99,8 @@ def test_a_users_sequential_mlp_takes_the_batched_backend():
 
     ens = ws.Ensemble(factory, 16, 8, "mup", "sgd", SEEDS, 0.1)
     x = torch.randn(7, 5)
-    assert ens.stacking == "batched" and ens._manual_backprop(x)
-    assert not ens._manual_backprop(torch.randn(7, 1, 5))
+    assert ens.stacking == "batched" and ens.stack.manual_backprop(x)
+    assert not ens.stack.manual_backprop(torch.randn(7, 1, 5))
     reference = ws.Ensemble(factory, 16, 8, "mup", "sgd", SEEDS, 0.1, stacking="vmap")
     torch.testing.assert_close(ens(x), reference(x), rtol=1e-5, atol=1e-6)
 

@@ -20,7 +20,6 @@ from torch.func import grad, jvp
 from widthscan.measurement import Measurement
 from widthscan.probes.members import Members, members, public
 from widthscan.probes.preconditioners import CODES, kind, preconditioner_root
-from widthscan.stack import mlp_hvp
 from widthscan.stack.losses import LOSSES, member_losses
 
 HVP_MODES = ("auto", "closed", "rev-rev", "fwd-rev")
@@ -106,10 +105,12 @@ def make_hvp(m: Members, loss_fn: Callable[[Mapping[str, torch.Tensor]], torch.T
 
 
 def closed_form_problem(m: Members, loss: str) -> str | None:
-    """Why the closed-form HVP (``mlp_hvp``) cannot serve ``m``, or None when it can."""
-    if not mlp_hvp.supports(m.net, m.dtype):
-        return (f"hvp='closed' needs widthscan's MLP in float32/float64; this model is "
-                f"{type(m.net).__name__} in {m.dtype}")
+    """Why the closed-form HVP (the backend's "hvp", ``mlp_hvp``) cannot serve ``m``, or None
+    when it can."""
+    if not m.provides("hvp") or m.dtype not in (torch.float32, torch.float64):
+        return (f"hvp='closed' needs a linear chain (widthscan's MLP or an nn.Sequential of "
+                f"Linear layers) in float32/float64; this model is {type(m.net).__name__} "
+                f"in {m.dtype}")
     if m.precision == "bfloat16":
         return "hvp='closed' computes in the parameters' dtype; these members train in bfloat16"
     if loss not in LOSSES:
@@ -132,8 +133,7 @@ def hessian_product(m: Members, x: torch.Tensor, y: torch.Tensor, loss: str,
     if mode == "closed" and problem is not None:
         raise ValueError(problem + "; use hvp='auto' or 'rev-rev'")
     if mode in ("auto", "closed") and problem is None:
-        return mlp_hvp.mlp_hvp(m.net, m.params, m.multipliers, m.prepare(x),
-                               _targets(m, y, loss), loss)
+        return m.hvp(m.prepare(x), _targets(m, y, loss), loss)
     return make_hvp(m, member_loss_fn(m, x, y, loss), "rev-rev" if mode == "auto" else mode)
 
 

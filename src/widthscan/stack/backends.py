@@ -6,7 +6,7 @@ A backend's ``recognize(net, buffers)`` returns a plan (what its forward needs t
 outputs (K, batch, ...) of raw stacked ``params``; ``accepts(plan, x)`` says whether it takes
 this input. ``provides`` names the extras: "backward" (a hand-written backward,
 ``widthscan.stack.mlp_backprop``), "hvp" (closed-form Hessian-vector products,
-``widthscan.stack.mlp_hvp``, for widthscan's MLP).
+``widthscan.stack.mlp_hvp``, for a linear chain).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from torch import nn
 
 from widthscan.models import transformer_stacked
 from widthscan.models.chain import chain_of, forward_stacked
-from widthscan.models.mlp import MLP
 from widthscan.parametrization import scale_params
 
 Tensors = Mapping[str, torch.Tensor]
@@ -60,9 +59,7 @@ register(Backend(
     forward=lambda plan, net, params, buffers, mult, x, fused: forward_stacked(
         plan, params, x, mult),
     accepts=lambda plan, x: plan.accepts(x),
-    provides=lambda plan, net: frozenset(
-        {"backward", "hvp"} if isinstance(net, MLP) and type(net).forward is MLP.forward
-        else {"backward"}),
+    provides=lambda plan, net: frozenset({"backward", "hvp"}),
 ))
 
 register(Backend(

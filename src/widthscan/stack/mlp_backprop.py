@@ -38,7 +38,8 @@ def supports(net: torch.nn.Module) -> bool:
     return chain_of(net) is not None
 
 
-def _chain(net: torch.nn.Module | Chain) -> Chain:
+def as_chain(net: torch.nn.Module | Chain) -> Chain:
+    """``net``'s chain (``chain_of``), or ``net`` itself when it already is a plan."""
     return net if isinstance(net, Chain) else chain_of(net)
 
 
@@ -47,7 +48,7 @@ def forward(net: torch.nn.Module | Chain, params: Mapping[str, torch.Tensor],
     """Outputs (K, d_out, batch), feature-major, of raw stacked ``params`` on a shared x
     (batch, ...), and what ``backward`` needs (the chain's stacked forward with the
     multipliers folded into its GEMMs)."""
-    chain = _chain(net)
+    chain = as_chain(net)
     keep_pre = chain.activation in _SAVES_PREACTIVATION
     saved = Saved()
 
@@ -103,7 +104,7 @@ def backward(net: torch.nn.Module | Chain, params: Mapping[str, torch.Tensor],
              grads: Mapping[str, torch.Tensor]) -> None:
     """Write dL/dparam (raw parameters) into ``grads`` (name -> buffer of the parameter's
     shape) given g_out = dL/d(output), (K, d_out, batch)."""
-    chain = _chain(net)
+    chain = as_chain(net)
     names = chain.layers
     g = g_out
     for i in range(len(names) - 1, -1, -1):

@@ -1,4 +1,5 @@
-"""Closed-form Hessian-vector products of a stacked ``MLP``'s loss (Pearlmutter's R-operator).
+"""Closed-form Hessian-vector products of a stacked linear chain's loss (widthscan's ``MLP`` or
+an ``nn.Sequential`` of Linear layers and one activation; Pearlmutter's R-operator).
 
 With z_l = a_l W_l h_{l-1} + b_l c_l (forward multipliers a_l, b_l; h_0 = x), h_l = phi(z_l)
 and the output gradient delta_L = dL/dz_L, the directional derivatives along a direction
@@ -20,7 +21,7 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from widthscan.models.mlp import ACTIVATIONS, MLP
+from widthscan.models.chain import ACTIVATIONS, Chain, forward_stacked
 from widthscan.stack import mlp_backprop
 from widthscan.stack.losses import IGNORE_INDEX
 
@@ -28,9 +29,8 @@ _NO_CURVATURE = {"relu", "linear"}
 
 
 def supports(net: torch.nn.Module, dtype: torch.dtype) -> bool:
-    """True for our MLP (neither forward overridden) in float32 or float64."""
-    return (mlp_backprop.supports(net) and type(net).forward is MLP.forward
-            and dtype in (torch.float32, torch.float64))
+    """True for a linear chain (``mlp_backprop.supports``) in float32 or float64."""
+    return mlp_backprop.supports(net) and dtype in (torch.float32, torch.float64)
 
 
 def _derivatives(activation: str, z: torch.Tensor
@@ -45,14 +45,15 @@ def _derivatives(activation: str, z: torch.Tensor
     return d1.detach(), d2
 
 
-def mlp_hvp(net: MLP, params: Mapping[str, torch.Tensor], multipliers: Mapping[str, float],
-            x: torch.Tensor, y: torch.Tensor, loss: str
+def mlp_hvp(net: torch.nn.Module | Chain, params: Mapping[str, torch.Tensor],
+            multipliers: Mapping[str, float], x: torch.Tensor, y: torch.Tensor, loss: str
             ) -> Callable[[torch.Tensor], torch.Tensor]:
     """A map (K, n) -> (K, n): stacked direction vectors (``params`` order, each member's raw
     parameters flattened and concatenated) to the Hessians of the members' mean losses
     (``member_losses``) on (x, y) times them. params: name -> (K, ...) raw tensors; x
     (batch, ...) shared; y as ``mlp_backprop.loss_and_grad`` takes it."""
-    names = [name for name, _ in net.layers()]
+    chain = mlp_backprop.as_chain(net)
+    names = list(chain.layers)
     weights = [params[f"{name}.weight"] for name in names]
     alphas = [multipliers[f"{name}.weight"] for name in names]
     betas = [multipliers[f"{name}.bias"] if f"{name}.bias" in params else None
@@ -65,14 +66,14 @@ def mlp_hvp(net: MLP, params: Mapping[str, torch.Tensor], multipliers: Mapping[s
         zs.append(z)
 
     with torch.no_grad():
-        out = net.forward_stacked(dict(params), x, multipliers, keep).transpose(1, 2)
+        out = forward_stacked(chain, params, x, multipliers, keep).transpose(1, 2)
         _, delta = mlp_backprop.loss_and_grad(out, y, loss)
         k, c, n = out.shape
         if loss == "ce":
             probs = torch.softmax(out, 1)
             valid = y.reshape(n) != IGNORE_INDEX
             weight = (valid.to(out.dtype) / valid.sum().clamp_min(1).to(out.dtype)).view(1, 1, n)
-        derivs = [_derivatives(net.activation, z) for z in zs[:-1]]
+        derivs = [_derivatives(chain.activation, z) for z in zs[:-1]]
         deltas, errors = [delta], []
         for i in range(len(names) - 1, 0, -1):
             e = torch.bmm(weights[i].transpose(1, 2), deltas[0]).mul_(alphas[i])

@@ -3,33 +3,24 @@
 SGD (momentum, nesterov, weight decay) and Adam(W) act elementwise, so one
 optimizer over parameters stacked on a leading K axis is exactly K independent
 runs. The loss is the sum over members of each member's mean loss, so every
-member gets the gradient of its own loss.
+member gets the gradient of its own loss. The members themselves (stacked parameters,
+multipliers, precision, strategies, backends) are a ``widthscan.stack.Stack``; an
+``Ensemble`` adds the optimizer, the schedule, divergence and the resumable state.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import math
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
-from torch.func import functional_call, vmap
 
-from widthscan.parametrization import Parametrized, param_groups, parametrize, scale_params
-from widthscan.stack import backends, mlp_backprop
-from widthscan.stack.losses import member_losses
-from widthscan.train.members_loop import MemberLoop
+from widthscan.parametrization import param_groups, parametrize
+from widthscan.stack.core import _CHOSEN, MEASURED, PRECISIONS, STACKING, Stack
 from widthscan.train.schedules import make_schedule
 
-PRECISIONS = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.float32}
-STACKING = ("auto", "vmap", "batched", "loop")
-MEASURED = ("vmap", "loop")
-_CHOSEN: dict[tuple, dict[str, float]] = {}
-"""Seconds per gradient of each strategy, per (network, shapes, device, precision, K, batch),
-measured in this process."""
+__all__ = ["MEASURED", "PRECISIONS", "STACKING", "_CHOSEN", "Ensemble"]
 
 
 def _fused(groups: list[dict]) -> dict:
@@ -67,6 +58,9 @@ class Ensemble:
     others measured on the first batch (cached per network, shapes and device in this
     process; ``timings`` holds the measurement). The strategy in use is saved in
     ``state_dict`` and kept by ``load_state_dict``, so a resumed run stays bit-identical.
+
+    The members (parameters, buffers, multipliers, backend, strategy, ``apply``) are
+    ``self.stack``, a ``widthscan.stack.Stack``: the object every probe takes.
     """
 
     def __init__(
@@ -93,174 +87,105 @@ class Ensemble:
         roles: Mapping[str, str] | None = None,
         stacking: str = "auto",
     ):
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision={precision!r}; allowed: {sorted(PRECISIONS)}")
-        if stacking not in STACKING:
-            raise ValueError(f"stacking={stacking!r}; allowed: {STACKING}")
+        Stack.check(precision, stacking)
         seeds = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
         if not seeds:
             raise ValueError("seeds must name at least one init seed")
         self.seeds = seeds
         self.width, self.base_width = width, base_width
-        self.param, self.optimizer_name, self.loss = param, optimizer, loss
+        self.param, self.optimizer_name = param, optimizer
         self.device = torch.device(device)
-        self.precision = precision
         dtype = self.dtype = PRECISIONS[precision]
         members = [
             parametrize(factory, width, base_width, param, optimizer, seed=s, init_gain=init_gain,
                         zero_init=zero_init, roles=roles, device=self.device, dtype=dtype)
             for s in seeds
         ]
-        first: Parametrized = members[0]
-        self.shapes, self.table = first.shapes, first.table
-        self.multipliers = first.multipliers
-        self.lr_scale = first.lr_scale
-        names = [n for n, _ in first.net.named_parameters()]
-        self.params: dict[str, torch.Tensor] = {
-            n: torch.stack([dict(m.net.named_parameters())[n].detach() for m in members])
-            .requires_grad_(True)
-            for n in names
-        }
-        self.buffers = {n: b.detach() for n, b in first.net.named_buffers()}
-        self.net = copy.deepcopy(first.net).to("meta")
-        self.backend, self._plan = backends.find(self.net, self.buffers) or (None, None)
-        self._features = (frozenset() if self.backend is None
-                          else self.backend.provides(self._plan, self.net))
-        if stacking == "batched" and self.backend is None:
-            raise ValueError("stacking='batched' needs a batched backend (widthscan.stack: "
-                             "widthscan's Transformer, or a linear chain: widthscan's MLP or an "
-                             "nn.Sequential of Linear layers and one activation, no buffers); "
-                             f"allowed for {type(first.net).__name__}: 'auto', 'vmap', 'loop'")
-        self.stacking = stacking
-        if stacking == "auto" and self._provides("backward"):
-            self.stacking = "batched"
-        self._loop: MemberLoop | None = None
-        self._requested = stacking
-        self.timings: dict[str, float] = {}
+        self.shapes, self.table = members[0].shapes, members[0].table
+        self.stack = Stack.of(members, loss=loss, precision=precision, stacking=stacking)
         self.lr = lr
         groups = param_groups(self.table, self.params, lr, weight_decay,
                               None if optimizer == "sgd" else eps)
         for g in groups:
             g["base_lr"] = g["lr"]
         self.optimizer = _optimizer(optimizer, groups, lr, momentum, nesterov, betas, eps)
+        self.stack.torch_optimizer = self.optimizer
         self.schedule = schedule or make_schedule("constant")
         self.step_count = 0
         self.diverged_at: list[int | None] = [None] * len(seeds)
         self._frozen: dict[int, dict[str, torch.Tensor]] = {}
-        self._grads: dict[str, torch.Tensor] = {}
 
     @property
     def k(self) -> int:
         return len(self.seeds)
 
-    def _autocast(self):
-        if self.precision != "bfloat16":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+    @property
+    def loss(self) -> str:
+        return self.stack.loss
+
+    @property
+    def precision(self) -> str:
+        return self.stack.precision
+
+    @property
+    def params(self) -> dict[str, torch.Tensor]:
+        """Raw stacked parameters, name -> leaf (K, ...) (the optimizer's)."""
+        return self.stack.params
+
+    @property
+    def buffers(self) -> dict[str, torch.Tensor]:
+        return self.stack.buffers
+
+    @property
+    def net(self) -> nn.Module:
+        """The network (meta device; called only through ``apply``)."""
+        return self.stack.net
+
+    @property
+    def multipliers(self) -> dict[str, float]:
+        return self.stack.multipliers
+
+    @property
+    def lr_scale(self) -> dict[str, float]:
+        return self.stack.lr_scales
+
+    @property
+    def backend(self):
+        """The batched backend found for the network (``widthscan.stack.backends``), or None."""
+        return self.stack.backend
+
+    @property
+    def _plan(self):
+        """The backend's plan for the network (``stack.plan``)."""
+        return self.stack.plan
+
+    @property
+    def stacking(self) -> str:
+        """How the members run: "batched", "vmap", "loop" or "auto" (not chosen yet)."""
+        return self.stack.stacking
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """Seconds per gradient of each strategy measured by "auto" (empty until then)."""
+        return self.stack.timings
 
     def apply(self, params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """Outputs (K, batch, ...) of raw stacked ``params`` (name -> (K, ...)) on a shared x;
         differentiable to any order (probes take Hessian-vector products through it)."""
-        return self._apply(params, x, fused=False)
-
-    def _apply(self, params: Mapping[str, torch.Tensor], x: torch.Tensor, fused: bool
-               ) -> torch.Tensor:
-        """``apply``; ``fused`` allows kernels differentiable once (training)."""
-        if x.is_floating_point() and x.dtype != self.dtype:
-            x = x.to(self.dtype)
-        if self.stacking == "batched" and self.backend.accepts(self._plan, x):
-            return self.backend.forward(self._plan, self.net, params, self.buffers,
-                                        self.multipliers, x, fused)
-        eff = scale_params(params, self.multipliers)
-
-        def one(p: dict[str, torch.Tensor], inp: torch.Tensor) -> torch.Tensor:
-            return functional_call(self.net, {**self.buffers, **p}, (inp,))
-
-        if self.stacking == "loop":
-            return torch.stack([one({n: p[k] for n, p in eff.items()}, x)
-                                for k in range(self.k)])
-        return vmap(one, in_dims=(0, None))(eff, x)
+        return self.stack.apply(params, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Outputs of every member, (K, batch, ...)."""
-        with self._autocast():
-            return self.apply(self.params, x)
+        return self.stack.forward(x)
 
     __call__ = forward
 
     def losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-member mean loss (K,) on (x, y), with gradients enabled if the caller wants them."""
-        with self._autocast():
-            return member_losses(self._apply(self.params, x, fused=True), y, self.loss)
+        return self.stack.losses(x, y)
 
-    def _provides(self, feature: str) -> bool:
-        return feature in self._features
-
-    def _manual_backprop(self, x: torch.Tensor) -> bool:
-        """Whether ``step`` uses the hand-written backward of a linear chain (``mlp_backprop``)."""
-        return (self.stacking == "batched" and self.precision != "bfloat16"
-                and self._provides("backward") and self.backend.accepts(self._plan, x))
-
-    def _gradients(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Losses (K,) before the update; leaves the gradient of their sum in ``.grad``
-        (zero for diverged members), by the current strategy."""
-        if self._manual_backprop(x):
-            return self._manual_step(x, y)
-        if self.stacking == "loop":
-            if self._loop is None:
-                self._loop = MemberLoop(self.net, self.params, self.buffers, self.multipliers,
-                                        self._grad_buffers())
-            self._grad_buffers()
-            losses = self._loop.losses_and_grads(
-                x, y, self.loss, lambda k: self.diverged_at[k] is not None, self._autocast)
-            self._dead(losses)
-            return losses
-        for p in self.params.values():  # zero_grad(set_to_none=True), without its overhead
-            p.grad = None
-        losses = self.losses(x, y)
-        dead = self._dead(losses)
-        if dead is not None:
-            losses = losses.masked_fill(dead, 0.0)
-        losses.sum().backward()
-        return losses
-
-    def _choose(self, x: torch.Tensor, y: torch.Tensor) -> str:
-        """The fastest of ``MEASURED`` (and "batched" where the network has a batched
-        forward) for this network and batch: gradients only (no update), one warm-up and the
-        minimum of three timed calls each; cached per process."""
-        key = (type(self.net).__qualname__,
-               tuple((n, tuple(p.shape)) for n, p in self.params.items()),
-               tuple(self.buffers), str(self.device), self.precision, tuple(x.shape),
-               x.dtype, self.loss)
-        if key not in _CHOSEN:
-            times = {}
-            for strategy in (("batched",) if self.backend is not None else ()) + MEASURED:
-                self.stacking = strategy
-                runs = []
-                for _ in range(4):
-                    self._sync()
-                    t0 = time.perf_counter()
-                    self._gradients(x, y)
-                    self._sync()
-                    runs.append(time.perf_counter() - t0)
-                times[strategy] = min(runs[1:])
-            _CHOSEN[key] = times
-        self.timings = dict(_CHOSEN[key])
-        return min(self.timings, key=self.timings.get)
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def _grad_buffers(self) -> dict[str, torch.Tensor]:
-        """Persistent ``.grad`` tensors, one per stacked leaf, made on first use and reused
-        every step."""
-        if not self._grads:
-            self._grads = {n: torch.zeros_like(p, memory_format=torch.contiguous_format)
-                           for n, p in self.params.items()}
-        for n, p in self.params.items():
-            p.grad = self._grads[n]
-        return self._grads
+    def _skip(self, k: int) -> bool:
+        return self.diverged_at[k] is not None
 
     def _dead(self, losses: torch.Tensor) -> torch.Tensor | None:
         """Marks members whose loss is non-finite as diverged (at this step); returns the
@@ -274,20 +199,6 @@ class Ensemble:
         if newly:
             self._freeze(newly)
         return self.diverged if self._frozen else None
-
-    @torch.no_grad()
-    def _manual_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Gradients of ``step`` by ``mlp_backprop``; returns the losses (K,)."""
-        if x.is_floating_point() and x.dtype != self.dtype:
-            x = x.to(self.dtype)
-        out, saved = mlp_backprop.forward(self._plan, self.params, self.multipliers, x)
-        losses, g_out = mlp_backprop.loss_and_grad(out, y, self.loss)
-        dead = self._dead(losses)
-        if dead is not None:
-            g_out = torch.where(dead.view(-1, 1, 1), 0.0, g_out)
-        mlp_backprop.backward(self._plan, self.params, self.multipliers, saved, g_out,
-                              self._grad_buffers())
-        return losses
 
     @property
     def diverged(self) -> torch.Tensor:
@@ -313,9 +224,9 @@ class Ensemble:
         factor = self.schedule(self.step_count)
         for g in self.optimizer.param_groups:
             g["lr"] = g["base_lr"] * factor
-        if self.stacking == "auto":
-            self.stacking = self._choose(x, y)
-        losses = self._gradients(x, y)
+        if self.stack.stacking == "auto":
+            self.stack.choose(x, y, self._dead, self._skip)
+        losses = self.stack.gradients(x, y, self._dead, self._skip)
         self.optimizer.step()
         if self._frozen:
             self._restore_frozen()
@@ -379,8 +290,8 @@ class Ensemble:
         groups = self.optimizer.state_dict()["param_groups"]
         self.optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
         self.step_count = int(meta["step"])
-        if self._requested == "auto" and meta.get("stacking", "auto") != "auto":
-            self.stacking = meta["stacking"]
+        if self.stack.requested == "auto" and meta.get("stacking", "auto") != "auto":
+            self.stack.stacking = meta["stacking"]
         self.diverged_at = [None if d is None else int(d) for d in meta["diverged_at"]]
         self._frozen = {
             k: {n: p[k].clone() for n, p in self.params.items()}

@@ -4,8 +4,8 @@ section "Paper vs measured"."""
 from __future__ import annotations
 
 import pytest
-from reproduce_data import logits
 
+from claims_data import logits
 from widthscan.cli.main import main
 from widthscan.config import ConfigError, load_config, parse_config
 from widthscan.report import SECTIONS, paper, report

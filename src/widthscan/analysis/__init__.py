@@ -2,9 +2,11 @@
 
 Consistency across widths (distances to the widest network, consistency width),
 bias and variance over seeds, power laws in width and infinite-width
-extrapolation, and the spectral view of the eNTK. Nothing here reads files.
+extrapolation, and the spectral view of the eNTK; ``claims``: the paper's claims as
+statistics with thresholds and verdicts. Nothing here reads files.
 """
 
+from widthscan.analysis import claims
 from widthscan.analysis.bias_variance import bias_variance, variance_vs_ensemble_size
 from widthscan.analysis.consistency import (
     consistency_width,
@@ -28,6 +30,7 @@ from widthscan.analysis.spectral import (
 __all__ = [
     "bias_variance",
     "cka",
+    "claims",
     "consistency_width",
     "distance_to_widest",
     "entk_flow_loss",

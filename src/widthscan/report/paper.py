@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from widthscan.analysis.claims import CLAIM_SETS, ClaimSet, evaluate_claim, parse_sweep_name
 from widthscan.report.context import Context, Skip
 from widthscan.report.html import Cell, SectionOut, Table, esc, render_page
 
@@ -20,14 +21,13 @@ HEADERS = ("paper's claim", "figure", "part", "statistic and threshold", "measur
 _CLS = {"PASS": "good", "FAIL": "bad", "INCONCLUSIVE": ""}
 
 
-def experiment_of(ctx: Context) -> tuple[Any, str, str] | None:
-    """(Experiment, part, scale) when the sweep is a reproduce sweep, else None."""
-    from widthscan.sweep.reproduce import EXPERIMENTS, parse_sweep_name
-
+def experiment_of(ctx: Context) -> tuple[ClaimSet, str, str] | None:
+    """(the experiment's claims, part, scale) when the sweep is a reproduce sweep, else
+    None."""
     parsed = parse_sweep_name(str(ctx.config.get("name") or ""))
-    if parsed is None or parsed[0] not in EXPERIMENTS:
+    if parsed is None or parsed[0] not in CLAIM_SETS:
         return None
-    return EXPERIMENTS[parsed[0]], parsed[1], parsed[2]
+    return CLAIM_SETS[parsed[0]], parsed[1], parsed[2]
 
 
 def applies(ctx: Context) -> bool:
@@ -63,8 +63,6 @@ def build(ctx: Context) -> SectionOut:
     claims = exp.claims_of(part)
     if not claims:
         raise Skip(f"experiment {exp.name!r} has no claims about part {part!r}")
-    from widthscan.sweep.reproduce import evaluate_claim
-
     results = [evaluate_claim(c, ctx.ds) for c in claims]
     out = SectionOut("paper", "Paper vs measured")
     out.paragraphs.append(f"Experiment {exp.name} ({exp.figures}), part {part}, scale "

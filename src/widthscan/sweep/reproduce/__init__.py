@@ -6,9 +6,25 @@
     print(reproduce.verdict_table(run.results))
 
 Each experiment maps to figures of the paper; each claim is a statistic with a threshold
-and a verdict PASS / FAIL / INCONCLUSIVE (see ``spec.py``). docs/reproduce.md has the map.
+and a verdict PASS / FAIL / INCONCLUSIVE; the claims, their statistics and the verdict
+logic are ``widthscan.analysis.claims`` (re-exported here). docs/reproduce.md has the map.
 """
 
+from widthscan.analysis.claims import stats
+from widthscan.analysis.claims.verdicts import (
+    FAIL,
+    INCONCLUSIVE,
+    PASS,
+    VERDICTS,
+    Claim,
+    ClaimResult,
+    ClaimSet,
+    Estimate,
+    Undecidable,
+    decide,
+    evaluate_claim,
+    parse_sweep_name,
+)
 from widthscan.sweep.reproduce.experiments import EXPERIMENTS
 from widthscan.sweep.reproduce.runner import (
     ExperimentRun,
@@ -20,21 +36,7 @@ from widthscan.sweep.reproduce.runner import (
     verdict_table,
     write_configs,
 )
-from widthscan.sweep.reproduce.spec import (
-    FAIL,
-    INCONCLUSIVE,
-    PASS,
-    SCALES,
-    VERDICTS,
-    Claim,
-    ClaimResult,
-    Estimate,
-    Experiment,
-    Undecidable,
-    decide,
-    evaluate_claim,
-    parse_sweep_name,
-)
+from widthscan.sweep.reproduce.spec import SCALES, Experiment
 
 __all__ = [
     "EXPERIMENTS",
@@ -45,6 +47,7 @@ __all__ = [
     "VERDICTS",
     "Claim",
     "ClaimResult",
+    "ClaimSet",
     "Estimate",
     "Experiment",
     "ExperimentRun",
@@ -57,6 +60,7 @@ __all__ = [
     "parse_sweep_name",
     "run_all",
     "run_experiment",
+    "stats",
     "verdict_table",
     "write_configs",
 ]

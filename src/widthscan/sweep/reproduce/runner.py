@@ -20,10 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from widthscan.analysis.claims.verdicts import ClaimResult
 from widthscan.config import ConfigError, dumps_config, load_config, parse_config
 from widthscan.sweep.reproduce.cost import estimate_parts
 from widthscan.sweep.reproduce.experiments import EXPERIMENTS
-from widthscan.sweep.reproduce.spec import SCALES, ClaimResult, Experiment
+from widthscan.sweep.reproduce.spec import SCALES, Experiment
 
 
 @dataclass

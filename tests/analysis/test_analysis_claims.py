@@ -1,16 +1,15 @@
-"""Verdicts of ``widthscan reproduce`` on planted Datasets: the paper's claims must PASS
-where the planted data has the claimed width dependence, FAIL where it has the opposite,
-and be INCONCLUSIVE where the data cannot decide."""
+"""Verdicts of the paper's claims (``widthscan.analysis.claims``) on planted Datasets: a
+claim must PASS where the planted data has the claimed width dependence, FAIL where it has
+the opposite, and be INCONCLUSIVE where the data cannot decide."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from reproduce_data import WIDTHS, kernels, logits, losses, power_curves
 
-from widthscan.analysis.dims import sample_dims
-from widthscan.sweep.reproduce import (
-    EXPERIMENTS,
+from claims_data import WIDTHS, kernels, logits, losses, power_curves
+from widthscan.analysis.claims import (
+    CLAIM_SETS,
     FAIL,
     INCONCLUSIVE,
     PASS,
@@ -20,6 +19,7 @@ from widthscan.sweep.reproduce import (
     evaluate_claim,
     stats,
 )
+from widthscan.analysis.dims import sample_dims
 
 
 @pytest.fixture(autouse=True)
@@ -28,7 +28,7 @@ def few_bootstrap_draws(monkeypatch):
 
 
 def claim(experiment: str, claim_id: str) -> Claim:
-    found = [c for c in EXPERIMENTS[experiment].claims if c.id == claim_id]
+    found = [c for c in CLAIM_SETS[experiment].claims if c.id == claim_id]
     assert found, f"{experiment} has no claim {claim_id}"
     return found[0]
 
@@ -150,6 +150,17 @@ def test_remaining_ensemble_gain_matches_the_closed_form():
     assert est.value == pytest.approx(0.1, abs=0.04)
 
 
+def test_remaining_ensemble_gain_pools_the_widths():
+    # one width whose members agree (no ensembling gain) does not make the statistic
+    # undecidable, and the pooled share stays the closed form of the others
+    ds = logits(decay=0.0, seeds=tuple(range(6)), n_ex=400, n_out=1)
+    ds["targets"] = ds["targets"].expand_dims(output=1, axis=-1)
+    first = ds["logits"].isel(width=0)
+    ds["logits"][dict(width=0)] = first.isel(seed=0).broadcast_like(first)
+    est = stats.ensemble_size_stat("remaining_gain", "mse", n_boot=0)(ds)
+    assert est.value == pytest.approx(0.1, abs=0.04)
+
+
 def test_power_law_claims():
     final = 0.3 + 4.0 * np.asarray(WIDTHS, float) ** -0.8
     ds = losses({"mup": np.repeat(final[:, None], 3, 1)}, seed_noise=1e-4)
@@ -170,6 +181,20 @@ def test_spectral_claims():
     assert verdict("spectral", "flow", aligned_when_narrow) == FAIL
     est = stats.spectral_stat("spectrum_deviation", param="ntp", n_boot=0)(aligned_when_wide)
     assert est.value == pytest.approx(0.0, abs=1e-9)  # rotations keep the spectrum
+
+
+def test_alignment_counts_task_power_beyond_the_top_ten_modes():
+    # the target lies in eigenvector 12 of 16 at the widest width and is rotated toward the
+    # slowest mode at narrower ones: the top 10 modes hold none of it at any width, yet the
+    # narrower kernels put it in slower modes (the cumulative power C(k) rises later)
+    deep = kernels(np.array([0.9, 0.6, 0.3, 0.1, 0.0]), mode=12)
+    assert verdict("spectral", "alignment", deep) == PASS
+    est = stats.spectral_stat("alignment_gap", param="ntp", n_boot=0, top=None)(deep)
+    c_narrow = np.r_[np.zeros(12), np.full(3, np.cos(0.9) ** 2), 1.0]
+    c_wide = np.r_[np.zeros(12), np.ones(4)]
+    assert est.value == pytest.approx(np.mean(c_wide - c_narrow), abs=1e-9)
+    top10 = stats.spectral_stat("alignment_gap", param="ntp", n_boot=0, top=10)(deep)
+    assert top10.value == pytest.approx(0.0, abs=1e-9)
 
 
 def test_sharpness_claims():

@@ -66,18 +66,19 @@ def power_curves(widths=WIDTHS, n_steps: int = 20, alpha: float = 1.0, c: float 
 
 
 def kernels(rotation: np.ndarray, widths=WIDTHS, seeds=SEEDS, n_ex: int = 16,
-            rng_seed: int = 0, param: str = "ntp") -> xr.Dataset:
-    """eNTKs with one spectrum whose eigenvectors are rotated away from the target by
-    ``rotation[j]`` radians at width j, and the regression target (example, output)."""
+            rng_seed: int = 0, param: str = "ntp", mode: int = 0) -> xr.Dataset:
+    """eNTKs with one spectrum whose eigenvector ``mode`` (the target; 0: the top one) is
+    rotated toward the last eigenvector by ``rotation[j]`` radians at width j, and the
+    regression target (example, output)."""
     rng = np.random.default_rng(rng_seed)
     q, _ = np.linalg.qr(rng.normal(size=(n_ex, n_ex)))
     lam = 2.0 ** -np.arange(n_ex)
-    y = q[:, 0]
+    y = q[:, mode]
     vals = np.empty((1, len(widths), len(seeds), 1, n_ex, n_ex))
     for j, theta in enumerate(rotation):
         v = q.copy()
-        v[:, 0] = np.cos(theta) * q[:, 0] + np.sin(theta) * q[:, -1]
-        v[:, -1] = -np.sin(theta) * q[:, 0] + np.cos(theta) * q[:, -1]
+        v[:, mode] = np.cos(theta) * q[:, mode] + np.sin(theta) * q[:, -1]
+        v[:, -1] = -np.sin(theta) * q[:, mode] + np.cos(theta) * q[:, -1]
         vals[0, j] = (v * lam) @ v.T
     entk = xr.DataArray(vals, dims=("param", "width", "seed", "entk_step", "example",
                                     "example2"),

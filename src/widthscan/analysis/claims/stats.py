@@ -19,8 +19,8 @@ import scipy.stats
 import xarray as xr
 
 from widthscan import analysis
+from widthscan.analysis.claims.verdicts import CI, Estimate, Undecidable
 from widthscan.analysis.dims import layer_dim, sample_dims
-from widthscan.sweep.reproduce.spec import CI, Estimate, Undecidable
 
 N_BOOT = 100
 MIN_WIDTHS = 4
@@ -442,9 +442,10 @@ def ensemble_size_stat(kind: str, loss: str, param: str = "mup", plateau: int = 
                        n_boot: int | None = None) -> Measure:
     """Loss of k-member ensembles against k (App. H, Fig. 18), at the last logits step:
 
-    - ``remaining_gain``: (L(plateau) - L(M)) / (L(1) - L(M)) at the narrowest width,
-      the share of the full ensembling gain still to come after ``plateau`` members
-      (1/k variance gives (1/plateau - 1/M) / (1 - 1/M));
+    - ``remaining_gain``: sum over widths of L(plateau) - L(M) over the sum of
+      L(1) - L(M), the share of the full ensembling gain still to come after ``plateau``
+      members (1/k variance gives (1/plateau - 1/M) / (1 - 1/M) at every width; pooling
+      the widths averages out the noise of one width's small gain);
     - ``k3_vs_full``: the largest relative difference |L(3) - L(M)| / L(M) over widths.
     """
 
@@ -466,11 +467,10 @@ def ensemble_size_stat(kind: str, loss: str, param: str = "mup", plateau: int = 
         sizes = list(curve["ensemble_size"].values)
         full = v[:, -1]
         if kind == "remaining_gain":
-            narrow = v[0]
-            gain = narrow[0] - full[0]
+            gain = float(np.sum(v[:, 0] - full))
             if gain <= 0:
-                raise Undecidable("ensembling does not help at the narrowest width")
-            return float((narrow[sizes.index(plateau)] - full[0]) / gain)
+                raise Undecidable("ensembling does not help")
+            return float(np.sum(v[:, sizes.index(plateau)] - full) / gain)
         if kind == "k3_vs_full":
             return float(np.max(np.abs(v[:, sizes.index(3)] - full) / np.abs(full)))
         raise ValueError(f"kind={kind!r}")
@@ -523,16 +523,17 @@ def _labels(ds: xr.Dataset, n: int) -> np.ndarray:
     return probe_targets(ds["targets"]).values[:n]
 
 
-def spectral_stat(kind: str, param: str = "mup", top: int = 10, n_boot: int | None = None,
-                  index: int = -1) -> Measure:
+def spectral_stat(kind: str, param: str = "mup", top: int | None = 10,
+                  n_boot: int | None = None, index: int = -1) -> Measure:
     """Spectral statistics of the trace-normalized, seed-ensembled eNTK at its logged step
     ``index`` (-1: the after-kernel; 0: at initialization, the kernel of the lazy limit)
     (Fig. 10):
 
     - ``spectrum_deviation``: mean over the top ``top`` eigenvalues of
       |log(lambda_narrowest / lambda_widest)|;
-    - ``alignment_gap``: mean over k <= ``top`` of C_widest(k) - C_narrowest(k), the task
-      power the widest kernel puts in its top-k eigenspace in excess of the narrowest's;
+    - ``alignment_gap``: mean over k <= ``top`` (None: every k up to the number of probe
+      examples) of C_widest(k) - C_narrowest(k), the task power the widest kernel puts in
+      its top-k eigenspace in excess of the narrowest's;
     - ``flow_gap``: kernel gradient flow loss of the narrowest kernel minus the widest's,
       relative to the widest's, at the time the widest's loss has fallen to half.
     """

@@ -86,6 +86,7 @@ caption { caption-side: bottom; text-align: left; color: var(--muted); font-size
 th, td { border: 1px solid var(--line); padding: 4px 10px; text-align: right; }
 td { white-space: nowrap; }
 td[rowspan] { white-space: normal; max-width: 18em; }
+table.paper td { white-space: normal; text-align: left; max-width: 26em; }
 th { background: var(--bg2); text-align: center; }
 td.label { text-align: left; font-weight: 600; background: var(--bg2); }
 td.bad { background: #fde3e3; }

@@ -130,3 +130,38 @@ def test_a_budget_that_is_not_a_positive_number_is_refused():
     with pytest.raises(ConfigError, match=r"probes\.entk\.options\.memory_budget: -2 is not "
                                           r"allowed; allowed: a number > 0"):
         check_sweep(loads_config(cfg))
+
+
+TEXT = """\
+widths = [16, 32]
+base_width = 16
+seeds = 2
+[task]
+name = "text"
+probe_examples = 64
+options = { seq_len = 32 }
+[model]
+family = "transformer"
+options = { n_layers = 1, n_heads = 2 }
+[train]
+steps = 4
+batch_size = 4
+[probes.entk]
+"""
+
+
+def test_an_entk_over_every_token_and_vocabulary_unit_warns_with_its_count():
+    """A transformer's default eNTK runs one backward pass per example, position and
+    vocabulary unit; ``position = -1`` keeps one position's units."""
+    from widthscan.tasks import make
+
+    vocab = make("text", seed=0, seq_len=32).spec.output_dim
+    with pytest.warns(UserWarning, match=rf"about {64 * 32 * vocab:,} backward passes per seed "
+                                         rf".*\(64 examples x {32 * vocab} output units\).*"
+                                         r"position = -1"):
+        report = check_sweep(loads_config(TEXT))
+    assert report.entk_passes == (64, 32 * vocab)
+    assert any(f"{64 * 32 * vocab:,} backward passes" in line for line in report.lines())
+    last = check_sweep(loads_config(TEXT.replace("[probes.entk]",
+                                                 "[probes.entk]\noptions = { position = -1 }")))
+    assert last.entk_passes == (64, vocab)

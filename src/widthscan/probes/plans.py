@@ -68,6 +68,15 @@ def plan_probe(name: str, options: Mapping[str, Any], net: nn.Module, x1: torch.
                   o["method"] != "jacobian", budget, o["chunk"])
 
 
+def entk_passes(options: Mapping[str, Any], net: nn.Module, x1: torch.Tensor,
+                dtype: torch.dtype, probe_examples: int) -> tuple[int, int]:
+    """(examples P, output units C) of an eNTK measurement with ``options``: about P * C
+    backward passes per member (one per example and output unit)."""
+    o = {**DEFAULTS["entk"], **options}
+    p = min(o.get("n_examples") or probe_examples, probe_examples)
+    return p, n_outputs(footprint(net, x1, dtype).output_shape, o["position"])
+
+
 def budget_problems(probes: Mapping[str, Mapping[str, Any]], net: nn.Module,
                     x1: torch.Tensor, k: int, dtype: torch.dtype, loss: str,
                     device: torch.device | str, probe_examples: int, batch_size: int,

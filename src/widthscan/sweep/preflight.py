@@ -4,6 +4,7 @@ model at every width (on the meta device) and a memory estimate against the mach
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import warnings
 from collections.abc import Iterable
@@ -16,6 +17,8 @@ from widthscan.config import ConfigError, SweepConfig
 from widthscan.config.load import config_error, imports
 
 GiB = 1 << 30
+ENTK_MANY_PASSES = 100_000
+"""eNTK backward passes per seed and measurement above which preflight warns about its time."""
 NEEDS = {("executor.kind", "dask"): ("dask.distributed", "widthscan[dask]"),
          ("executor.kind", "submitit"): ("submitit", "widthscan[submitit]"),
          ("tracker.kind", "tensorboard"): ("tensorboard", "tensorboard"),
@@ -54,6 +57,7 @@ class Preflight:
     memory: MemoryEstimate | None = None
     available: int | None = None
     device: str = "cpu"
+    entk_passes: tuple[int, int] | None = None
 
     def lines(self) -> list[str]:
         out = [f"imports: {', '.join(self.imports) if self.imports else 'nothing'}"]
@@ -62,6 +66,8 @@ class Preflight:
             have = "unknown" if self.available is None else size(self.available)
             out.append(f"memory: the largest run (width {self.memory.width}) needs at least "
                        f"{self.memory.describe()}; {self.device} has {have}")
+        if self.entk_passes:
+            out.append(entk_cost_line(self.entk_passes))
         return out
 
 
@@ -257,7 +263,34 @@ def check_sweep(cfg: SweepConfig, allow_import: Iterable[str] = ()) -> Preflight
     problems = probe_budget_problems(cfg, factory, task.spec, x, local)
     if problems:
         raise config_error(problems)
+    report.entk_passes = entk_cost(cfg, factory, x)
+    if report.entk_passes and math.prod(report.entk_passes) > ENTK_MANY_PASSES:
+        warnings.warn(entk_cost_line(report.entk_passes) + "; on a sequence model "
+                      "probes.entk.options.position = -1 measures the last position's "
+                      "outputs only", stacklevel=2)
     return report
+
+
+def entk_cost_line(passes: tuple[int, int]) -> str:
+    p, c = passes
+    return (f"probes.entk: about {p * c:,} backward passes per seed at each measurement "
+            f"({p} examples x {c} output units)")
+
+
+def entk_cost(cfg: SweepConfig, factory, x: torch.Tensor) -> tuple[int, int] | None:
+    """(examples, output units) of the sweep's eNTK probe at the widest width, or None
+    when it has none or it cannot be planned on the meta device."""
+    from widthscan.parametrization.roles import build_meta
+    from widthscan.probes.plans import entk_passes
+
+    if "entk" not in cfg.probes:
+        return None
+    dtype = torch.float64 if cfg.train.precision == "float64" else torch.float32
+    try:
+        return entk_passes(cfg.probes["entk"].options, build_meta(factory, max(cfg.widths)),
+                           x, dtype, cfg.task.probe_examples)
+    except (ValueError, TypeError, KeyError, RuntimeError, NotImplementedError):
+        return None
 
 
 def probe_budget_problems(cfg: SweepConfig, factory, spec, x: torch.Tensor,

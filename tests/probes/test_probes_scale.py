@@ -137,13 +137,44 @@ def test_sharpness_in_chunks_is_the_whole_batch(monkeypatch):
     np.testing.assert_allclose(parts, whole, rtol=1e-10)
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_sharpness_of_members_in_turn_is_that_of_all_at_once(monkeypatch, optimizer):
+    """A budget that holds one member's Lanczos vectors and batch but not two runs the
+    members one at a time; each member's recurrence is its own, so the pairs (raw and
+    preconditioned: SGD's shared lr scales, Adam's per-member moments) are the same."""
+    ens = ws.Ensemble(transformer, 8, 4, "mup", optimizer, SEEDS, precision="float64",
+                      loss="ce", lr=0.01)
+    x, y = tokens(7, seed=2), tokens(7, seed=3)
+    ens.step(x, y)
+    fp = footprint(ens.net, x[:1], torch.float64, "ce")
+
+    def need(g: int, examples: int) -> int:
+        fixed = 8 * g * fp.n_params * (100 + 2 + 8) + g * fp.hessian_fixed
+        return fixed + examples * g * (fp.hessian + 3 * fp.activations)
+
+    assert need(2, 1) > need(1, 7)
+    budget = need(1, 7) / 0.9 / GIB
+    for preconditioned in (False, True):
+        whole = hessian.eigenpairs(ens, x, y, k=2, memory_budget=BIG,
+                                   preconditioned=preconditioned)
+        plans_seen = spy(monkeypatch, hessian, "sharpness_plan")
+        turn = hessian.eigenpairs(ens, x, y, k=2, memory_budget=budget,
+                                  preconditioned=preconditioned)
+        monkeypatch.undo()
+        assert plans_seen == [(1, 7)]
+        np.testing.assert_allclose(turn.values, whole.values, rtol=1e-10)
+        np.testing.assert_array_equal(turn.hvps, whole.hvps)
+        overlap = (turn.vectors * whole.vectors).sum(-1).abs()
+        np.testing.assert_allclose(overlap, 1.0, atol=1e-8)
+
+
 def test_budgets_below_one_chunk_name_the_sizes():
     ens, x = ensemble(), tokens()
     n = members(ens).flat_size()
     with pytest.raises(MemoryBudgetError, match=rf"K=2 members, P={P} examples, C=66 outputs, "
                                                 rf"n={n} parameters"):
         probes.entk(ens, x, memory_budget=1e-7)
-    with pytest.raises(MemoryBudgetError, match=rf"K=2 members, n={n} parameters.*max_iter=100"):
+    with pytest.raises(MemoryBudgetError, match=rf"K=1 members, n={n} parameters.*max_iter=100"):
         probes.sharpness(ens, x, x, memory_budget=1e-4)
     with pytest.raises(MemoryBudgetError, match=rf"K=2 members x P={P} examples"):
         probes.kernels(ens, x, memory_budget=1e-7)
@@ -208,8 +239,9 @@ def test_the_issue_sizes_plan_under_16_gib():
     (seq 128, vocab 256) with 64 probe sequences fits 16 GiB for all four probes with one
     member; the eNTK of the width-128 transformer on 8 sequences over all 32768 outputs,
     whose whole Jacobian alone is 8 x 32768 x n x 4 bytes > 32 GiB, too. With four members
-    sharpness' 100 Lanczos vectors alone (4 x 25.8M parameters each) exceed it, and the
-    error says so."""
+    sharpness' 100 Lanczos vectors alone (4 x 25.8M parameters each) exceed it, so it runs
+    fewer members at a time; at 4 GiB one member's vectors do not fit, and the error
+    says so."""
     x1 = torch.zeros(1, 128, dtype=torch.long)
     with torch.device("meta"):
         wide = ws.models.transformer(1024)
@@ -223,5 +255,13 @@ def test_the_issue_sizes_plan_under_16_gib():
                      torch.float32, "ce", "cpu", 8, 8)
     with pytest.raises(MemoryBudgetError, match=r"sharpness needs .*K=4 members, n=25848064 "
                                                 r"parameters, 109 vectors"):
-        plans.plan_probe("sharpness", {"memory_budget": 16.0}, wide, x1, 4, torch.float32,
+        hessian.plan_sharpness(footprint(wide, x1, torch.float32, "ce"), 4, 64, 100, 1,
+                               16.0)
+    group, chunk = hessian.sharpness_plan(footprint(wide, x1, torch.float32, "ce"), 4, 64,
+                                          100, 1, 16.0)
+    assert 1 <= group < 4 and chunk >= 1
+    plans.plan_probe("sharpness", {"memory_budget": 16.0}, wide, x1, 4, torch.float32, "ce",
+                     "cpu", 64, 64)
+    with pytest.raises(MemoryBudgetError, match=r"sharpness needs .*K=1 members"):
+        plans.plan_probe("sharpness", {"memory_budget": 4.0}, wide, x1, 4, torch.float32,
                          "ce", "cpu", 64, 64)

@@ -111,7 +111,7 @@ def test_a_tracker_whose_package_is_missing_is_refused(monkeypatch):
     ("entk", "memory_budget = 1e-9",
      r"eNTK needs .*K=3 members, P=32 examples, C=1 outputs, n=2689 parameters"),
     ("sharpness", 'hvp = "rev-rev", memory_budget = 1e-5',
-     r"sharpness needs .*K=3 members, n=2689 parameters"),
+     r"sharpness needs .*K=1 members, n=2689 parameters"),
     ("kernels", "memory_budget = 1e-9", r"feature capture needs .*K=3 members x P=32"),
 ])
 def test_a_probe_over_its_memory_budget_fails_before_training(probe, options, message):

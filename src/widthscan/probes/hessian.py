@@ -9,6 +9,7 @@ tridiagonal matrix and convergence test.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import torch
 from torch.func import grad, jvp
 
 from widthscan.measurement import Measurement
-from widthscan.probes.budget import chunk_for, gib, resolve_budget
+from widthscan.probes.budget import MemoryBudgetError, chunk_for, gib, resolve_budget
 from widthscan.probes.footprint import Footprint, footprint
 from widthscan.probes.members import Members, members, public
 from widthscan.probes.preconditioners import CODES, kind, preconditioner_root
@@ -178,6 +179,21 @@ def plan_sharpness(fp: Footprint, k: int, batch: int, max_iter: int, eigen: int,
              f"examples, Hessian graph {gib(fp.hessian)} per example and member")
     return chunk_for(budget_gib, per_example, batch, "sharpness", sizes,
                      vectors + k * fp.hessian_fixed)
+
+
+def sharpness_plan(fp: Footprint, k: int, batch: int, max_iter: int, eigen: int,
+                   budget_gib: float | None) -> tuple[int, int | None]:
+    """(members per Lanczos run, examples per Hessian-vector-product chunk): all K members
+    at once when their vectors fit ``budget_gib``, else the largest group that does (each
+    member's recurrence is independent of the others', so groups give the same pairs);
+    ``MemoryBudgetError`` from :func:`plan_sharpness` when one member does not fit."""
+    for group in range(k, 0, -1):
+        try:
+            return group, plan_sharpness(fp, group, batch, max_iter, eigen, budget_gib)
+        except MemoryBudgetError:
+            if group == 1:
+                raise
+    raise ValueError(f"k={k} members; allowed: at least one")
 
 
 def hessian_product(m: Members, x: torch.Tensor, y: torch.Tensor, loss: str,
@@ -508,21 +524,35 @@ def eigenpairs(model: Any, x: torch.Tensor, y: torch.Tensor, loss: str | None = 
     name = loss or m.loss
     if name is None:
         raise ValueError("pass loss='mse' or 'ce': a Parametrized does not know its loss")
-    chunk = None
+    group, chunk = m.k, None
     if closed_form_problem(m, name) is not None or hvp not in ("auto", "closed"):
         xp = m.prepare(x)
         fp = footprint(m.net, xp[:1], m.dtype, name)
-        chunk = plan_sharpness(fp, m.k, len(xp), max_iter, k,
-                               resolve_budget(memory_budget, m.device))
-    product = hessian_product(m, x, y, name, hvp, chunk)
-    if preconditioned:
-        root, plain = preconditioner_root(m), product
-
-        def product(v: torch.Tensor) -> torch.Tensor:
-            return root * plain(root * v)
-
+        group, chunk = sharpness_plan(fp, m.k, len(xp), max_iter, k,
+                                      resolve_budget(memory_budget, m.device))
+    root = preconditioner_root(m) if preconditioned else None
     with torch.no_grad():
-        return lanczos(product, start_vectors(m, v0, seed), k, tol, max_iter, seed)
+        start = start_vectors(m, v0, seed)
+    parts = []
+    for lo in range(0, m.k, group):
+        hi = min(lo + group, m.k)
+        sub = m if hi - lo == m.k else m.select(lo, hi)
+        own = root if root is None or root.ndim == 1 else root[lo:hi]
+        product = _scaled(hessian_product(sub, x, y, name, hvp, chunk), own)
+        with torch.no_grad():
+            parts.append(lanczos(product, start[lo:hi], k, tol, max_iter, seed))
+    if len(parts) == 1:
+        return parts[0]
+    return Eigenpairs(*(torch.cat([getattr(p, f.name) for p in parts])
+                        for f in dataclasses.fields(Eigenpairs)))
+
+
+def _scaled(product: Callable[[torch.Tensor], torch.Tensor], root: torch.Tensor | None
+            ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """v -> root * product(root * v) (D^1/2 H D^1/2), or ``product`` when root is None."""
+    if root is None:
+        return product
+    return lambda v: root * product(root * v)
 
 
 def sharpness_measurements(m: Members, pairs: Eigenpairs,

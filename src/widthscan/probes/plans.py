@@ -24,7 +24,7 @@ from widthscan.probes.features import (
     whole,
 )
 from widthscan.probes.footprint import footprint
-from widthscan.probes.hessian import plan_sharpness
+from widthscan.probes.hessian import sharpness_plan
 from widthscan.probes.ntk import n_outputs, plan_entk
 from widthscan.probes.suite import BUDGETED, DEFAULTS
 from widthscan.stack import backends
@@ -60,7 +60,7 @@ def plan_probe(name: str, options: Mapping[str, Any], net: nn.Module, x1: torch.
                   and loss in LOSSES)
         if not closed:
             fp = footprint(net, x1, dtype, loss)
-            plan_sharpness(fp, k, min(o["batch_size"] or batch_size, batch_size),
+            sharpness_plan(fp, k, min(o["batch_size"] or batch_size, batch_size),
                            o["max_iter"], o["k"], budget)
     elif name == "entk":
         fp = footprint(net, x1, dtype)

@@ -128,6 +128,16 @@ class Stack:
                    {n: b.detach() for n, b in net.named_buffers()}, model.multipliers,
                    stacked=False, lr_scales=model.lr_scale, optimizer=model.optimizer)
 
+    def select(self, lo: int, hi: int) -> Stack:
+        """Members ``lo .. hi - 1`` as a stack of their own, params detached views (K' =
+        hi - lo); for probes that work on a few members at a time (no optimizer)."""
+        if not 0 <= lo < hi <= self.k:
+            raise ValueError(f"members {lo}..{hi - 1} of a stack of {self.k}")
+        return Stack(self.net, {n: p[lo:hi].detach() for n, p in self.params.items()},
+                     self.buffers, self.multipliers, loss=self.loss, precision=self.precision,
+                     stacking=self.stacking, stacked=self.stacked, lr_scales=self.lr_scales,
+                     optimizer=self.optimizer)
+
     @property
     def k(self) -> int:
         return next(iter(self.params.values())).shape[0]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import os
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from torch import nn
 
 from widthscan.config import ConfigError, SweepConfig
 from widthscan.config.load import config_error, imports
+from widthscan.probes.budget import ram_bytes
 
 GiB = 1 << 30
 ENTK_MANY_PASSES = 100_000
@@ -101,17 +101,7 @@ def device_memory(name: str) -> int | None:
     device = resolve_device(name)
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device.index or 0).total_memory
-    if device.type != "cpu":
-        return None
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().total)
-    except ImportError:
-        try:
-            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (ValueError, OSError, AttributeError):
-            return None
+    return ram_bytes() if device.type == "cpu" else None
 
 
 def missing_packages(cfg: SweepConfig) -> list[str]:
@@ -226,9 +216,12 @@ def check_sweep(cfg: SweepConfig, allow_import: Iterable[str] = ()) -> Preflight
     family = cfg.model.family
     failed: dict[int, str] = {}
     acts: dict[int, int | None] = {}
+    widest = None
     for width in sorted(set(cfg.widths) | {cfg.base_width}):
         try:
             model = build_meta(factory, width)
+            if width == max(cfg.widths):
+                widest = model
             rule_table(factory, width, cfg.base_width, cfg.params[0], cfg.optimizer.name,
                        cfg.train.init_gain)
         except Exception as err:
@@ -260,10 +253,10 @@ def check_sweep(cfg: SweepConfig, allow_import: Iterable[str] = ()) -> Preflight
             f"{report.memory.describe()} but {cfg.train.device} has "
             f"{size(report.available)}; allowed: narrower widths, fewer seeds or a "
             f"smaller train.batch_size (train.check_memory = false skips this check)"])
-    problems = probe_budget_problems(cfg, factory, task.spec, x, local)
+    problems = probe_budget_problems(cfg, widest, task.spec, x, local)
     if problems:
         raise config_error(problems)
-    report.entk_passes = entk_cost(cfg, factory, x)
+    report.entk_passes = entk_cost(cfg, widest, x)
     if report.entk_passes and math.prod(report.entk_passes) > ENTK_MANY_PASSES:
         warnings.warn(entk_cost_line(report.entk_passes) + "; on a sequence model "
                       "probes.entk.options.position = -1 measures the last position's "
@@ -277,28 +270,31 @@ def entk_cost_line(passes: tuple[int, int]) -> str:
             f"({p} examples x {c} output units)")
 
 
-def entk_cost(cfg: SweepConfig, factory, x: torch.Tensor) -> tuple[int, int] | None:
-    """(examples, output units) of the sweep's eNTK probe at the widest width, or None
-    when it has none or it cannot be planned on the meta device."""
-    from widthscan.parametrization.roles import build_meta
+def _probe_dtype(cfg: SweepConfig) -> torch.dtype:
+    return torch.float64 if cfg.train.precision == "float64" else torch.float32
+
+
+def entk_cost(cfg: SweepConfig, widest: nn.Module, x: torch.Tensor
+              ) -> tuple[int, int] | None:
+    """(examples, output units) of the sweep's eNTK probe on ``widest`` (the widest
+    width's network on the meta device), or None when it has none or it cannot be
+    planned on the meta device."""
     from widthscan.probes.plans import entk_passes
 
     if "entk" not in cfg.probes:
         return None
-    dtype = torch.float64 if cfg.train.precision == "float64" else torch.float32
     try:
-        return entk_passes(cfg.probes["entk"].options, build_meta(factory, max(cfg.widths)),
-                           x, dtype, cfg.task.probe_examples)
+        return entk_passes(cfg.probes["entk"].options, widest, x, _probe_dtype(cfg),
+                           cfg.task.probe_examples)
     except (ValueError, TypeError, KeyError, RuntimeError, NotImplementedError):
         return None
 
 
-def probe_budget_problems(cfg: SweepConfig, factory, spec, x: torch.Tensor,
+def probe_budget_problems(cfg: SweepConfig, widest: nn.Module, spec, x: torch.Tensor,
                           local: bool = True) -> list[str]:
-    """The budgeted probes (kernels, preactivations, attention, sharpness, eNTK) planned at
-    the widest width on the meta device (``widthscan.probes.plans``): one line per probe
-    whose smallest chunk exceeds its ``memory_budget``."""
-    from widthscan.parametrization.roles import build_meta
+    """The budgeted probes (kernels, preactivations, attention, sharpness, eNTK) planned on
+    ``widest`` (the widest width's network on the meta device, ``widthscan.probes.plans``):
+    one line per probe whose smallest chunk exceeds its ``memory_budget``."""
     from widthscan.probes.plans import budget_problems
     from widthscan.probes.suite import BUDGETED
     from widthscan.sweep.plan import loss_name, resolve_device
@@ -310,11 +306,9 @@ def probe_budget_problems(cfg: SweepConfig, factory, spec, x: torch.Tensor,
         device = resolve_device(cfg.train.device)
     else:
         device = torch.device("cpu" if cfg.train.device == "cpu" else "cuda")
-    dtype = torch.float64 if cfg.train.precision == "float64" else torch.float32
-    net = build_meta(factory, max(cfg.widths))
-    return budget_problems(probes, net, x, len(cfg.seed_list), dtype, loss_name(cfg, spec),
-                           device, cfg.task.probe_examples, cfg.train.batch_size,
-                           cfg.train.precision == "bfloat16")
+    return budget_problems(probes, widest, x, len(cfg.seed_list), _probe_dtype(cfg),
+                           loss_name(cfg, spec), device, cfg.task.probe_examples,
+                           cfg.train.batch_size, cfg.train.precision == "bfloat16")
 
 
 __all__ = ["ConfigError", "MemoryEstimate", "Preflight", "check_sweep", "device_problem",

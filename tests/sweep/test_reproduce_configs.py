@@ -6,18 +6,12 @@ from __future__ import annotations
 import pytest
 
 from claims_data import logits
+from widthscan.analysis.claims import parse_sweep_name, stats
 from widthscan.cli.main import main
 from widthscan.config import ConfigError, load_config, parse_config
 from widthscan.report import SECTIONS, paper, report
 from widthscan.report.context import Context
-from widthscan.sweep.reproduce import (
-    EXPERIMENTS,
-    SCALES,
-    list_table,
-    parse_sweep_name,
-    stats,
-    write_configs,
-)
+from widthscan.sweep.reproduce import EXPERIMENTS, SCALES, list_table, write_configs
 
 
 @pytest.mark.parametrize("scale", SCALES)

@@ -9,7 +9,8 @@ import json
 
 import pytest
 
-from widthscan.sweep.reproduce import EXPERIMENTS, VERDICTS, run_all, run_experiment, stats
+from widthscan.analysis.claims import VERDICTS, stats
+from widthscan.sweep.reproduce import EXPERIMENTS, run_all, run_experiment
 
 
 @pytest.fixture(autouse=True)

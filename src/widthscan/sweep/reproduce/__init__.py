@@ -7,24 +7,9 @@
 
 Each experiment maps to figures of the paper; each claim is a statistic with a threshold
 and a verdict PASS / FAIL / INCONCLUSIVE; the claims, their statistics and the verdict
-logic are ``widthscan.analysis.claims`` (re-exported here). docs/reproduce.md has the map.
+logic are ``widthscan.analysis.claims``. docs/reproduce.md has the map.
 """
 
-from widthscan.analysis.claims import stats
-from widthscan.analysis.claims.verdicts import (
-    FAIL,
-    INCONCLUSIVE,
-    PASS,
-    VERDICTS,
-    Claim,
-    ClaimResult,
-    ClaimSet,
-    Estimate,
-    Undecidable,
-    decide,
-    evaluate_claim,
-    parse_sweep_name,
-)
 from widthscan.sweep.reproduce.experiments import EXPERIMENTS
 from widthscan.sweep.reproduce.runner import (
     ExperimentRun,
@@ -40,27 +25,14 @@ from widthscan.sweep.reproduce.spec import SCALES, Experiment
 
 __all__ = [
     "EXPERIMENTS",
-    "FAIL",
-    "INCONCLUSIVE",
-    "PASS",
     "SCALES",
-    "VERDICTS",
-    "Claim",
-    "ClaimResult",
-    "ClaimSet",
-    "Estimate",
     "Experiment",
     "ExperimentRun",
-    "Undecidable",
     "check_scale",
-    "decide",
-    "evaluate_claim",
     "get",
     "list_table",
-    "parse_sweep_name",
     "run_all",
     "run_experiment",
-    "stats",
     "verdict_table",
     "write_configs",
 ]
